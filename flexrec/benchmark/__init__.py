@@ -1,0 +1,1 @@
+"""Benchmark grids: expansion, a resumable runner and reports (``flexrec-bench``)."""

@@ -1,0 +1,100 @@
+"""The ``flexrec`` command: plug-in listing and data commands.
+
+User errors (bad config, bad data, broken plug-in) print one line ``flexrec: error: ...`` and exit
+with status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from flexrec.errors import FlexRecError
+
+__all__ = ["main", "run_guarded"]
+
+
+def run_guarded(prog: str, argv: list[str], body: Callable[[list[str]], int]) -> int:
+    """Run ``body(argv)`` turning user errors into one line on stderr and exit status 2."""
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return body(argv)
+    except FlexRecError as exc:
+        if debug:
+            raise
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _plugins_command(args: argparse.Namespace) -> int:
+    from flexrec.plugin.manager import disabled_plugins, load_plugins
+    from flexrec.registry import registries
+
+    if args.plugins:
+        load_plugins(args.plugins)
+    rows = []
+    for registry in registries:
+        for entry in registry.entries():
+            dist = f"{entry.distribution} {entry.version}" if entry.distribution else "(module)"
+            rows.append((registry.kind, entry.name, entry.module, dist))
+    header = ("kind", "name", "module", "distribution")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)), row[3])
+    for item in disabled_plugins():
+        print(f"disabled: {item}")
+    return 0
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flexrec",
+        description="Post-train LLM recommenders with RL for flexible needs.",
+        epilog="Add --debug to any command to see tracebacks of user errors.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    plugins = sub.add_parser("plugins", help="list every registered component and its origin")
+    plugins.add_argument(
+        "--plugins", nargs="*", default=[], help="extra plug-in modules to load (import paths)"
+    )
+    plugins.set_defaults(func=_plugins_command)
+    return parser
+
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def _lightning(argv: list[str]) -> int:
+    """``flexrec fit|validate|test|predict`` through LightningCLI (YAML configs, dotted overrides)."""
+    from jsonargparse import ArgumentError
+
+    from flexrec.errors import ConfigError
+    from flexrec.train import FlexRecCLI
+
+    try:
+        FlexRecCLI(args=argv)
+    except ArgumentError as exc:
+        raise ConfigError(" ".join(str(exc).split())) from exc
+    return 0
+
+
+def _main(argv: list[str]) -> int:
+    if argv and argv[0] in LIGHTNING_COMMANDS:
+        return _lightning(argv)
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``flexrec`` console script."""
+    return run_guarded("flexrec", list(sys.argv[1:] if argv is None else argv), _main)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Ranking metrics per need, on torchmetrics' retrieval metrics.
+
+Graded NDCG uses the need's gains; Recall and MRR use the need's binary relevance and skip tasks
+with no relevant candidate (torchmetrics ``empty_target_action="skip"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.retrieval import RetrievalMRR, RetrievalNormalizedDCG, RetrievalRecall
+
+from flexrec.types import RankingBatch
+
+__all__ = ["RankingMetrics", "is_valid_permutation", "ranking_scores"]
+
+
+def ranking_scores(ranking: Tensor) -> Tensor:
+    """Scores whose descending order reproduces a ranking.
+
+    Args:
+        ranking: ``[B, K]`` candidate indices in placed order.
+
+    Returns:
+        ``[B, K]`` in candidate order: ``K - rank`` (the top item scores ``K``).
+
+    Examples:
+        >>> ranking_scores(torch.tensor([[2, 0, 1]])).tolist()
+        [[2.0, 1.0, 3.0]]
+    """
+    b, k = ranking.shape
+    scores = torch.empty(b, k, dtype=torch.float32, device=ranking.device)
+    ranks = torch.arange(k, 0, -1, dtype=torch.float32, device=ranking.device).expand(b, k)
+    return scores.scatter_(1, ranking, ranks)
+
+
+def is_valid_permutation(ranking: Tensor) -> Tensor:
+    """``[B]`` bool: whether each row of ``ranking`` ``[B, K]`` is a permutation of ``0..K-1``."""
+    k = ranking.shape[-1]
+    in_range = ((ranking >= 0) & (ranking < k)).all(-1)
+    sorted_rows = ranking.clamp(0, k - 1).sort(-1).values
+    return in_range & (sorted_rows == torch.arange(k, device=ranking.device)).all(-1)
+
+
+def _collection(ks: Sequence[int], mrr_k: int) -> nn.ModuleDict:
+    graded = MetricCollection({f"ndcg@{k}": RetrievalNormalizedDCG(top_k=k) for k in ks})
+    binary = MetricCollection(
+        {
+            **{f"recall@{k}": RetrievalRecall(top_k=k, empty_target_action="skip") for k in ks},
+            f"mrr@{mrr_k}": RetrievalMRR(top_k=mrr_k, empty_target_action="skip"),
+        }
+    )
+    return nn.ModuleDict({"graded": graded, "binary": binary, "valid": MeanMetric()})
+
+
+class RankingMetrics(nn.Module):
+    """NDCG@k, Recall@k, MRR@k and the valid-permutation rate, per need.
+
+    Args:
+        needs: the need names whose tasks will be scored.
+        ks: cutoffs for NDCG and Recall.
+        mrr_k: cutoff for MRR.
+    """
+
+    def __init__(self, needs: Sequence[str], ks: Sequence[int] = (5, 10), mrr_k: int = 10) -> None:
+        super().__init__()
+        self.needs = list(needs)
+        self.per_need = nn.ModuleDict({need: _collection(ks, mrr_k) for need in self.needs})
+        self._next_index = 0
+
+    def update(self, batch: RankingBatch, ranking: Tensor) -> None:
+        """Score a batch's rankings ``[B, K]`` against its true gains and relevance."""
+        valid = is_valid_permutation(ranking)
+        scores = ranking_scores(ranking.clamp(0, ranking.shape[-1] - 1))
+        b, k = ranking.shape
+        indexes = (self._next_index + torch.arange(b, device=ranking.device)).unsqueeze(1)
+        indexes = indexes.expand(b, k)
+        self._next_index += b
+        for need in set(batch.need):
+            rows = torch.tensor([n == need for n in batch.need], device=ranking.device)
+            parts = self.per_need[need]
+            parts["graded"].update(scores[rows], batch.gains[rows].float(), indexes=indexes[rows])
+            parts["binary"].update(scores[rows], batch.relevant[rows], indexes=indexes[rows])
+            parts["valid"].update(valid[rows].float())
+
+    def compute(self) -> dict[str, Tensor]:
+        """``{"ndcg@5/<need>": value, ...}`` for every need that received tasks."""
+        out: dict[str, Tensor] = {}
+        for need, parts in self.per_need.items():
+            if parts["valid"].update_count == 0:
+                continue
+            for name, value in {**parts["graded"].compute(), **parts["binary"].compute()}.items():
+                out[f"{name}/{need}"] = value
+            out[f"valid_rate/{need}"] = parts["valid"].compute()
+        return out
+
+    def reset(self) -> None:
+        """Forget every update."""
+        for parts in self.per_need.values():
+            for metric in parts.values():
+                metric.reset()
+        self._next_index = 0

@@ -1,0 +1,64 @@
+"""The :class:`Reward` base class: configures and composes the pure functions in
+:mod:`flexrec.rewards.functional`."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from flexrec.rewards import functional as F
+from flexrec.types import RankingBatch, RewardOutput, Rollout, gather_placed
+
+__all__ = ["Reward"]
+
+
+class Reward(nn.Module):
+    """Base class of item-level rewards (the ``reward`` registry).
+
+    Subclasses set a unique ``name`` and implement :meth:`item_rewards`, a function of the gains in
+    placed order. The base class gathers gains and variances into placed order and computes the
+    list metric and the rank weights shared by every reward.
+
+    Args:
+        cutoff: NDCG cutoff ``c`` of the reward metric; ``None`` means the full list (``c = K``).
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, cutoff: int | None = None) -> None:
+        super().__init__()
+        if cutoff is not None and cutoff < 1:
+            raise ValueError(f"cutoff must be >= 1 or None, got {cutoff}")
+        self.cutoff = cutoff
+
+    def item_rewards(self, placed_gains: Tensor, batch: RankingBatch | None = None) -> Tensor:
+        """Rewards ``[B, G, K]`` from gains in placed order ``[B, G, K]``."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        gains: Tensor,
+        rollout: Rollout,
+        variance: Tensor | None = None,
+        batch: RankingBatch | None = None,
+    ) -> RewardOutput:
+        """Score a rollout.
+
+        Args:
+            gains: ``[B, K]`` gain per candidate (candidate order), observed or critic-filled.
+            rollout: the sampled permutations ``[B, G, K]``.
+            variance: ``[B, K]`` gain variance per candidate (candidate order) or None.
+            batch: the tasks, for rewards that need more than gains (e.g. item categories).
+
+        Returns:
+            :class:`RewardOutput` in placed order.
+        """
+        placed = gather_placed(gains, rollout.permutations)
+        weights = F.rank_weights(placed, self.cutoff)
+        return RewardOutput(
+            rewards=self.item_rewards(placed, batch),
+            list_metric=(placed * weights).sum(-1),
+            weights=weights,
+            variance=None if variance is None else gather_placed(variance, rollout.permutations),
+        )

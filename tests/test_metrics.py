@@ -1,0 +1,62 @@
+"""Ranking metrics against hand computations."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from flexrec.metrics import RankingMetrics, is_valid_permutation, ranking_scores
+from flexrec.types import RankingBatch
+
+
+def _batch(gains: list[list[float]], relevant: list[list[bool]], needs: list[str]) -> RankingBatch:
+    g = torch.tensor(gains)
+    return RankingBatch(
+        candidate_ids=torch.arange(g.numel()).reshape(g.shape),
+        gains=g,
+        observed=torch.ones_like(g, dtype=torch.bool),
+        relevant=torch.tensor(relevant),
+        need=needs,
+        instruction=[""] * len(needs),
+    )
+
+
+def test_ranking_scores_and_validity() -> None:
+    assert ranking_scores(torch.tensor([[1, 2, 0]])).tolist() == [[1.0, 3.0, 2.0]]
+    rankings = torch.tensor([[0, 1, 2], [0, 0, 2], [0, 1, 3]])
+    assert is_valid_permutation(rankings).tolist() == [True, False, False]
+
+
+def test_worked_example_and_recall_mrr() -> None:
+    # placed order gains (0, 1/3, 1, 0): METHOD.md's worked example with gains scaled by 1/3.
+    batch = _batch(
+        [[0.0, 1 / 3, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]],
+        [[False, True, True, False], [False, False, False, False]],
+        ["a", "a"],
+    )
+    metrics = RankingMetrics(["a", "b"], ks=(2, 4), mrr_k=4)
+    metrics.update(batch, torch.tensor([[0, 1, 2, 3], [0, 1, 2, 3]]))
+    out = metrics.compute()
+    d = [1 / math.log2(p + 1) for p in range(1, 5)]
+    idcg2 = 1 * d[0] + (1 / 3) * d[1]
+    ndcg2_first = ((1 / 3) * d[1]) / idcg2
+    assert math.isclose(out["ndcg@2/a"].item(), (ndcg2_first + 1.0) / 2, rel_tol=1e-5)
+    assert math.isclose(out["ndcg@4/a"].item(), (0.586883 + 1.0) / 2, rel_tol=1e-5)
+    # the second task has no relevant item: skipped for recall and MRR
+    assert math.isclose(out["recall@2/a"].item(), 0.5)
+    assert math.isclose(out["recall@4/a"].item(), 1.0)
+    assert math.isclose(out["mrr@4/a"].item(), 0.5)
+    assert out["valid_rate/a"].item() == 1.0
+    assert not any(key.endswith("/b") for key in out)
+
+
+def test_needs_are_separated() -> None:
+    batch = _batch([[1.0, 0.0], [1.0, 0.0]], [[True, False], [True, False]], ["a", "b"])
+    metrics = RankingMetrics(["a", "b"], ks=(1,), mrr_k=2)
+    metrics.update(batch, torch.tensor([[0, 1], [1, 0]]))
+    out = metrics.compute()
+    assert out["ndcg@1/a"].item() == 1.0 and out["ndcg@1/b"].item() == 0.0
+    assert out["mrr@2/b"].item() == 0.5
+    metrics.reset()
+    assert metrics.compute() == {}
