@@ -71,11 +71,17 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 def _lightning(argv: list[str]) -> int:
     """``flexrec fit|validate|test|predict`` through LightningCLI (YAML configs, dotted overrides)."""
+    import logging
+    import warnings
+
     from jsonargparse import ArgumentError
 
     from flexrec.errors import ConfigError
     from flexrec.train import FlexRecCLI
 
+    # argv is passed explicitly (``--debug`` removed), which LightningCLI warns about needlessly.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     try:
         FlexRecCLI(args=argv)
     except ArgumentError as exc:

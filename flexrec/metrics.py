@@ -98,8 +98,13 @@ class RankingMetrics(nn.Module):
         return out
 
     def reset(self) -> None:
-        """Forget every update."""
-        for parts in self.per_need.values():
-            for metric in parts.values():
-                metric.reset()
+        """Forget every update.
+
+        New states are made outside inference mode, so that the same metrics can be updated
+        both by ``validate`` (inference mode) and by the validation loop inside ``fit`` (no-grad).
+        """
+        with torch.inference_mode(False):
+            for parts in self.per_need.values():
+                for metric in parts.values():
+                    metric.reset()
         self._next_index = 0

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "DataInfo",
     "LossOutput",
     "RankingBatch",
     "RewardOutput",
@@ -50,6 +51,34 @@ def gather_placed(values: Tensor, permutations: Tensor) -> Tensor:
         index = index.unsqueeze(-1)
     index = index.expand(b, g, k, *values.shape[2:])
     return torch.gather(expanded, 2, index)
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """Facts about a data module that components need at construction time.
+
+    Attributes:
+        num_items: item vocabulary size (``candidate_ids`` and ``history_ids`` are below it).
+        num_users: user vocabulary size.
+        num_features: candidate feature dimension ``F`` of ``RankingBatch.candidate_features``.
+        needs: need names, indexed by ``RankingBatch.need_index``.
+        feature_names: names of the ``F`` feature columns.
+    """
+
+    num_items: int
+    num_users: int
+    num_features: int
+    needs: tuple[str, ...]
+    feature_names: tuple[str, ...] = ()
+
+    def context(self) -> dict[str, int]:
+        """Keyword arguments offered to component constructors that accept them."""
+        return {
+            "num_items": self.num_items,
+            "num_users": self.num_users,
+            "num_features": self.num_features,
+            "num_needs": len(self.needs),
+        }
 
 
 @dataclass

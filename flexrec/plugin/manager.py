@@ -37,6 +37,7 @@ __all__ = [
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "flexrec.rewards.builtin",
     "flexrec.estimators.builtin",
+    "flexrec.policies.builtin",
 )
 
 _pm: pluggy.PluginManager | None = None

@@ -1,0 +1,1 @@
+"""flexrec.data: loaders, tasks and the DataModule."""

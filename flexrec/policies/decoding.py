@@ -1,0 +1,140 @@
+"""Low-level helpers for constrained decoding with a shared, left-padded prompt cache.
+
+They call the model's *decoder* (``get_decoder()``, which includes the final norm) and project
+hidden states only onto the identifier rows of the output head, so the ``T x vocab`` logits tensor
+is never built. The KV-cache keyword is ``cache`` in recent transformers and ``past_key_values``
+in older 5.x releases; :func:`cache_keyword` picks the one the decoder accepts.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "PrefixState",
+    "cache_keyword",
+    "decode_tokens",
+    "left_pad",
+    "new_cache",
+    "prefill",
+]
+
+
+def cache_keyword(decoder: nn.Module) -> str:
+    """``"cache"`` (transformers >= 5.2x) or ``"past_key_values"`` (older 5.x)."""
+    params = inspect.signature(decoder.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def new_cache(config: Any) -> Any:
+    """An empty ``DynamicCache`` for ``config``."""
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=config)
+    except TypeError:  # pragma: no cover - releases without the config argument
+        return DynamicCache()
+
+
+def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Left-pad token sequences.
+
+    Args:
+        sequences: ``B`` lists of token ids.
+        pad_id: padding token id.
+
+    Returns:
+        ``(input_ids [B, T], attention_mask [B, T])`` long tensors.
+    """
+    length = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        ids[i, length - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+        mask[i, length - len(seq) :] = 1
+    return ids, mask
+
+
+class PrefixState:
+    """A prefilled prompt batch: its cache, attention mask and next position per row.
+
+    Attributes:
+        cache: the KV cache (``DynamicCache``), ``N`` rows.
+        mask: ``[N, T]`` attention mask of everything in the cache.
+        next_position: ``[N]`` position id of the next token.
+        last_hidden: ``[N, H]`` final hidden state at the last prompt token.
+    """
+
+    def __init__(self, cache: Any, mask: Tensor, next_position: Tensor, last_hidden: Tensor):
+        self.cache = cache
+        self.mask = mask
+        self.next_position = next_position
+        self.last_hidden = last_hidden
+
+    def repeat(self, times: int) -> PrefixState:
+        """Repeat every row ``times`` times (interleaved), sharing the prefill across rollouts.
+
+        The cache is repeated in place (differentiably, so gradients flow into the prefix).
+        """
+        self.cache.batch_repeat_interleave(times)
+        return PrefixState(
+            self.cache,
+            self.mask.repeat_interleave(times, 0),
+            self.next_position.repeat_interleave(times, 0),
+            self.last_hidden.repeat_interleave(times, 0),
+        )
+
+
+def prefill(decoder: nn.Module, config: Any, input_ids: Tensor, mask: Tensor) -> PrefixState:
+    """Run the prompt once and keep its cache.
+
+    Args:
+        decoder: the model's decoder (``get_decoder()``).
+        config: the model config.
+        input_ids: ``[N, T]`` left-padded prompts.
+        mask: ``[N, T]`` attention mask.
+
+    Returns:
+        The :class:`PrefixState` (``last_hidden [N, H]``).
+    """
+    cache = new_cache(config)
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    out = decoder(
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=positions,
+        use_cache=True,
+        **{cache_keyword(decoder): cache},
+    )
+    return PrefixState(cache, mask, mask.sum(-1), out.last_hidden_state[:, -1])
+
+
+def decode_tokens(decoder: nn.Module, state: PrefixState, tokens: Tensor) -> Tensor:
+    """Append ``S`` tokens to every row of a prefilled state and return their hidden states.
+
+    The state is updated in place (cache, mask, next position).
+
+    Args:
+        decoder: the model's decoder.
+        state: a :class:`PrefixState` with ``N`` rows.
+        tokens: ``[N, S]`` token ids.
+
+    Returns:
+        ``[N, S, H]`` final hidden states.
+    """
+    n, s = tokens.shape
+    state.mask = torch.cat([state.mask, state.mask.new_ones(n, s)], -1)
+    positions = state.next_position.unsqueeze(-1) + torch.arange(s, device=tokens.device)
+    state.next_position = state.next_position + s
+    out = decoder(
+        input_ids=tokens,
+        attention_mask=state.mask,
+        position_ids=positions,
+        use_cache=True,
+        **{cache_keyword(decoder): state.cache},
+    )
+    return out.last_hidden_state

@@ -1,0 +1,257 @@
+"""``native``: a small pointer-network policy over item features that trains fast on CPU.
+
+Architecture (all sizes configurable):
+
+- candidate encoder: item id embedding (``num_items`` rows, or ``hash_buckets`` rows with ids
+  hashed by modulo when ``num_items`` is unknown) + a projection of ``candidate_features [B, K, F]``
+  (when ``num_features`` is given) + the need embedding (``need_index``) + the user vector, followed
+  by a small transformer encoder over the ``K`` candidates (no positional encoding: the prompt order
+  carries no information);
+- user encoder: mean over the history items' embeddings plus a projection of their labels
+  (``history_ids == -1`` is padding);
+- autoregressive pointer decoder: step ``k`` scores candidate ``c`` by ``<q_k, W c> / sqrt(d) +
+  b(c)`` with the query ``q_k = tanh(W_q [user + need, mean of the encodings of a_<k, k / K])``, so
+  each step is conditioned on the items already placed. :meth:`NativePolicy.log_probs` evaluates all
+  ``K`` steps at once (teacher forcing with prefix sums).
+
+pi_ref is a frozen deep copy of the initial network (*convention*), kept as the submodule
+``reference`` so it is saved in checkpoints and follows ``.to(device)``; it has
+``requires_grad=False`` and stays in eval mode. Optimise :meth:`Policy.trainable_parameters`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import Tensor, nn
+
+from flexrec.policies.base import (
+    Policy,
+    choose,
+    masked_log_softmax,
+    placed_before,
+    placed_order_logprobs,
+)
+from flexrec.types import RankingBatch, Rollout
+
+__all__ = ["NativePolicy", "PointerNet"]
+
+
+def _check_positive(**values: int | None) -> None:
+    for key, value in values.items():
+        if value is not None and value < 1:
+            raise ValueError(f"{key} must be a positive integer (or None), got {value}")
+
+
+class PointerNet(nn.Module):
+    """The pointer network of :class:`NativePolicy` (see the module docstring).
+
+    Args:
+        num_items: item vocabulary size, or None to hash ids into ``hash_buckets`` rows.
+        num_features: candidate feature dimension ``F``, or None to ignore ``candidate_features``.
+        num_needs: need vocabulary size, or None for 16 hashed rows.
+        dim: model width ``d``.
+        num_layers: transformer encoder layers over the candidates.
+        num_heads: attention heads.
+        hash_buckets: id embedding rows when ``num_items`` is None.
+        dropout: dropout in the encoder.
+    """
+
+    def __init__(
+        self,
+        num_items: int | None = None,
+        num_features: int | None = None,
+        num_needs: int | None = None,
+        dim: int = 64,
+        num_layers: int = 1,
+        num_heads: int = 4,
+        hash_buckets: int = 4096,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.num_features = num_features
+        self.item_embedding = nn.Embedding(num_items or hash_buckets, dim)
+        self.need_embedding = nn.Embedding(num_needs or 16, dim)
+        self.feature_proj = nn.Linear(num_features, dim) if num_features else None
+        self.label_proj = nn.Linear(1, dim)
+        layer = nn.TransformerEncoderLayer(
+            dim, num_heads, dim_feedforward=2 * dim, dropout=dropout, batch_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.query = nn.Linear(2 * dim + 1, dim)
+        self.key = nn.Linear(dim, dim)
+        self.bias = nn.Linear(dim, 1)
+
+    def _embed_items(self, ids: Tensor) -> Tensor:
+        return self.item_embedding(ids.clamp_min(0) % self.item_embedding.num_embeddings)
+
+    def _context(self, batch: RankingBatch) -> Tensor:
+        """User + need vector ``[B, d]``."""
+        b = batch.batch_size
+        device = batch.candidate_ids.device
+        ctx = torch.zeros(b, self.dim, device=device)
+        if batch.need_index is not None:
+            ctx = ctx + self.need_embedding(batch.need_index % self.need_embedding.num_embeddings)
+        if batch.history_ids is not None and batch.history_ids.numel() > 0:
+            valid = (batch.history_ids >= 0).unsqueeze(-1).float()
+            hist = self._embed_items(batch.history_ids)
+            if batch.history_labels is not None:
+                labels = torch.nan_to_num(batch.history_labels.float()).unsqueeze(-1)
+                hist = hist + self.label_proj(labels)
+            ctx = ctx + (hist * valid).sum(1) / valid.sum(1).clamp_min(1.0)
+        return ctx
+
+    def encodings(self, batch: RankingBatch) -> tuple[Tensor, Tensor]:
+        """Candidate encodings ``[B, K, d]`` and the context vector ``[B, d]``."""
+        ctx = self._context(batch)
+        h = self._embed_items(batch.candidate_ids) + ctx.unsqueeze(1)
+        if self.feature_proj is not None and batch.candidate_features is not None:
+            features = batch.candidate_features.float()
+            if features.shape[-1] != self.num_features:
+                raise ValueError(
+                    f"candidate_features has F={features.shape[-1]}, the policy was built with "
+                    f"num_features={self.num_features}"
+                )
+            h = h + self.feature_proj(torch.nan_to_num(features))
+        return self.encoder(h), ctx
+
+    def step_scores(
+        self, keys: Tensor, biases: Tensor, ctx: Tensor, prefix_mean: Tensor, frac: Tensor
+    ) -> Tensor:
+        """Scores over candidates for a set of decoding states.
+
+        Args:
+            keys: ``[B, K, d]``.
+            biases: ``[B, K]``.
+            ctx: ``[B, d]``.
+            prefix_mean: ``[B, S, d]`` mean encoding of the placed items for ``S`` states.
+            frac: ``[S]`` or ``[B, S]`` step index ``k / K`` of each state.
+
+        Returns:
+            ``[B, S, K]`` scores.
+        """
+        b, s, _ = prefix_mean.shape
+        frac = frac.expand(b, s).unsqueeze(-1)
+        q = torch.tanh(
+            self.query(torch.cat([ctx.unsqueeze(1).expand(b, s, -1), prefix_mean, frac], -1))
+        )
+        return torch.einsum("bsd,bkd->bsk", q, keys) / math.sqrt(self.dim) + biases.unsqueeze(1)
+
+
+class NativePolicy(Policy):
+    """Pointer-network ranking policy over item ids, features, need and history.
+
+    Args:
+        num_items: item vocabulary size (context; None = hash ids into ``hash_buckets``).
+        num_features: candidate feature dimension (context; None = ignore features).
+        num_needs: need vocabulary size (context; None = 16 hashed rows).
+        dim: model width.
+        num_layers: transformer layers over the candidates.
+        num_heads: attention heads.
+        hash_buckets: id embedding rows when ``num_items`` is None.
+        dropout: encoder dropout.
+        seed: if given, the initial weights are drawn from this seed.
+    """
+
+    name = "native"
+
+    def __init__(
+        self,
+        num_items: int | None = None,
+        num_features: int | None = None,
+        num_needs: int | None = None,
+        dim: int = 64,
+        num_layers: int = 1,
+        num_heads: int = 4,
+        hash_buckets: int = 4096,
+        dropout: float = 0.0,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        _check_positive(
+            dim=dim, num_layers=num_layers, num_heads=num_heads, hash_buckets=hash_buckets
+        )
+        _check_positive(num_items=num_items, num_features=num_features, num_needs=num_needs)
+        if dim % num_heads:
+            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        rng_state = torch.random.get_rng_state()
+        if seed is not None:
+            torch.manual_seed(seed)
+        self.net = PointerNet(
+            num_items, num_features, num_needs, dim, num_layers, num_heads, hash_buckets, dropout
+        )
+        if seed is not None:
+            torch.random.set_rng_state(rng_state)
+        self.reference = copy.deepcopy(self.net).requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> NativePolicy:
+        """Set training mode; pi_ref always stays in eval mode."""
+        super().train(mode)
+        self.reference.eval()
+        return self
+
+    def _decode(
+        self, net: PointerNet, batch: RankingBatch, group_size: int, temperature: float
+    ) -> Rollout:
+        enc, ctx = net.encodings(batch)
+        keys, biases = net.key(enc), net.bias(enc).squeeze(-1)
+        b, k, d = enc.shape
+        g = group_size
+        placed = torch.zeros(b, g, k, dtype=torch.bool, device=enc.device)
+        running = torch.zeros(b, g, d, device=enc.device)
+        perms, steps = [], []
+        for step in range(k):
+            frac = torch.full((1, g), step / k, device=enc.device)
+            scores = net.step_scores(keys, biases, ctx, running / max(step, 1), frac)
+            logp = masked_log_softmax(scores, placed)
+            pick = choose(logp.reshape(b * g, k), temperature).reshape(b, g)
+            perms.append(pick)
+            steps.append(logp)
+            placed = placed.scatter(-1, pick.unsqueeze(-1), True)
+            running = running + enc.gather(1, pick.unsqueeze(-1).expand(b, g, d))
+        permutations = torch.stack(perms, -1)
+        step_logprobs = torch.stack(steps, -2)
+        return Rollout(
+            permutations=permutations,
+            logprobs=placed_order_logprobs(step_logprobs, permutations),
+            step_logprobs=step_logprobs,
+        )
+
+    @torch.no_grad()
+    def sample(self, batch: RankingBatch, group_size: int, temperature: float = 1.0) -> Rollout:
+        """See :meth:`Policy.sample`."""
+        return self._decode(self.net, batch, group_size, temperature)
+
+    @staticmethod
+    def _teacher_forced(
+        net: PointerNet, batch: RankingBatch, permutations: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        enc, ctx = net.encodings(batch)
+        keys, biases = net.key(enc), net.bias(enc).squeeze(-1)
+        b, g, k = permutations.shape
+        d = enc.shape[-1]
+        placed_enc = enc.gather(1, permutations.reshape(b, g * k, 1).expand(-1, -1, d))
+        placed_enc = placed_enc.reshape(b, g, k, d)
+        # Exclusive prefix sums, accumulated in the same order as the step-by-step decoder.
+        prefix = torch.cat([torch.zeros_like(placed_enc[:, :, :1]), placed_enc[:, :, :-1]], 2)
+        prefix = prefix.cumsum(2) / torch.arange(k, device=enc.device).clamp_min(1).view(1, 1, k, 1)
+        frac = (torch.arange(k, device=enc.device) / k).repeat(g).unsqueeze(0)
+        scores = net.step_scores(keys, biases, ctx, prefix.reshape(b, g * k, d), frac)
+        step_logprobs = masked_log_softmax(scores.reshape(b, g, k, k), placed_before(permutations))
+        return placed_order_logprobs(step_logprobs, permutations), step_logprobs
+
+    def log_probs(self, batch: RankingBatch, permutations: Tensor) -> tuple[Tensor, Tensor]:
+        """See :meth:`Policy.log_probs`; all ``K`` steps in one vectorised pass."""
+        return self._teacher_forced(self.net, batch, permutations)
+
+    @torch.no_grad()
+    def reference_log_probs(
+        self, batch: RankingBatch, permutations: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`log_probs` under the frozen initial network."""
+        return self._teacher_forced(self.reference, batch, permutations)

@@ -1,0 +1,149 @@
+"""Prompts and candidate identifiers of the LLM policy.
+
+Candidates are labelled by short identifiers (default `` A`` … `` Z``, then `` a`` … `` z``) that must
+be single, distinct tokens of the tokenizer: each ranking step then emits exactly one token, and
+constrained decoding only needs the identifier rows of the output head. :func:`resolve_identifiers`
+validates them per tokenizer and skips those that are not single tokens.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from typing import Any
+
+from flexrec.types import RankingBatch
+
+__all__ = [
+    "DEFAULT_IDENTIFIERS",
+    "DEFAULT_SYSTEM_PROMPT",
+    "build_messages",
+    "encode_prompts",
+    "resolve_identifiers",
+]
+
+DEFAULT_IDENTIFIERS: tuple[str, ...] = tuple(
+    " " + c for c in string.ascii_uppercase + string.ascii_lowercase
+)
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a recommender system. Rank every candidate exactly once, best first, "
+    "by writing their letters."
+)
+
+
+def resolve_identifiers(
+    tokenizer: Any, num_candidates: int, identifiers: Sequence[str] | None = None
+) -> tuple[list[str], list[int]]:
+    """The first ``num_candidates`` identifiers that are single, distinct tokens.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        num_candidates: ``K``.
+        identifiers: candidate identifier strings (with their leading space), in preference order;
+            default :data:`DEFAULT_IDENTIFIERS`.
+
+    Returns:
+        ``(identifiers, token_ids)``, both of length ``K``.
+
+    Raises:
+        ValueError: when fewer than ``K`` identifiers are single tokens.
+    """
+    pool = list(identifiers or DEFAULT_IDENTIFIERS)
+    chosen: list[str] = []
+    token_ids: list[int] = []
+    rejected: list[str] = []
+    for ident in pool:
+        ids = tokenizer.encode(ident, add_special_tokens=False)
+        if len(ids) == 1 and ids[0] not in token_ids:
+            chosen.append(ident)
+            token_ids.append(ids[0])
+            if len(chosen) == num_candidates:
+                return chosen, token_ids
+        else:
+            rejected.append(ident)
+    raise ValueError(
+        f"only {len(chosen)} of the identifiers are single distinct tokens of this tokenizer, "
+        f"K={num_candidates} are needed; not single tokens: {rejected[:10]}. Pass more "
+        "`identifiers` (e.g. ' A'..' Z', ' a'..' z') or use fewer candidates."
+    )
+
+
+def build_messages(
+    instruction: str,
+    history_text: Sequence[str],
+    candidate_text: Sequence[str],
+    labels: Sequence[str],
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+) -> list[dict[str, str]]:
+    """Chat messages for one task.
+
+    Args:
+        instruction: the need's instruction.
+        history_text: ``L`` history item descriptions (oldest first).
+        candidate_text: ``K`` candidate descriptions (prompt order).
+        labels: ``K`` identifier labels (stripped identifiers, e.g. ``"A"``).
+        system_prompt: system message, or None for none.
+
+    Returns:
+        A list of ``{"role", "content"}`` dicts.
+    """
+    history = "\n".join(f"- {h}" for h in history_text) or "- (none)"
+    candidates = "\n".join(f"[{lab}] {c}" for lab, c in zip(labels, candidate_text, strict=True))
+    user = (
+        f"{instruction}\n\nMy recent history:\n{history}\n\nCandidates:\n{candidates}\n\n"
+        f"Answer with all {len(labels)} letters in order, best first."
+    )
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    return [*messages, {"role": "user", "content": user}]
+
+
+def encode_prompts(
+    tokenizer: Any,
+    batch: RankingBatch,
+    identifiers: Sequence[str],
+    answer_prefix: str = "Ranking:",
+    system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    max_prompt_tokens: int | None = None,
+) -> list[list[int]]:
+    """Token ids of each task's prompt (chat template + generation prompt + ``answer_prefix``).
+
+    The oldest history items are dropped while a prompt exceeds ``max_prompt_tokens``.
+
+    Args:
+        tokenizer: a tokenizer with a chat template.
+        batch: ``B`` tasks with ``candidate_text`` (and optionally ``history_text``).
+        identifiers: ``K`` identifier strings.
+        answer_prefix: text after the assistant turn start, before the first identifier.
+        system_prompt: system message or None.
+        max_prompt_tokens: token budget per prompt, or None.
+
+    Returns:
+        ``B`` lists of token ids.
+
+    Raises:
+        ValueError: when ``candidate_text`` is missing or a prompt cannot fit the budget.
+    """
+    if len(batch.candidate_text) != batch.batch_size:
+        raise ValueError("the LLM policy needs batch.candidate_text for every task")
+    labels = [ident.strip() for ident in identifiers]
+    out = []
+    for b in range(batch.batch_size):
+        history = list(batch.history_text[b]) if batch.history_text else []
+        while True:
+            messages = build_messages(
+                batch.instruction[b], history, batch.candidate_text[b], labels, system_prompt
+            )
+            text = tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+            ids = tokenizer.encode(text + answer_prefix, add_special_tokens=False)
+            if max_prompt_tokens is None or len(ids) <= max_prompt_tokens:
+                break
+            if not history:
+                raise ValueError(
+                    f"task {b}: prompt has {len(ids)} tokens without history, more than "
+                    f"max_prompt_tokens={max_prompt_tokens}; shorten candidate_text or raise it"
+                )
+            history = history[1:]
+        out.append(ids)
+    return out

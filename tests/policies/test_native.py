@@ -1,0 +1,96 @@
+"""Native pointer-network specifics: conditioning, inputs, hashing, speed-relevant shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flexrec.policies.native import NativePolicy
+from flexrec.testing.batches import make_batch
+
+
+def test_steps_depend_on_the_placed_prefix() -> None:
+    policy = NativePolicy(num_features=4, num_needs=3, dim=32, seed=0)
+    batch = make_batch(batch_size=1, num_candidates=5, seed=0)
+    perms = torch.tensor([[[0, 1, 2, 3, 4], [1, 0, 2, 3, 4]]])
+    _, steps = policy.log_probs(batch, perms)
+    # The prefix summary is the mean over a_<k: the same placed set gives the same step.
+    torch.testing.assert_close(steps[0, 0, 2], steps[0, 1, 2])
+    other = torch.tensor([[[0, 2, 1, 3, 4]]])
+    _, steps_other = policy.log_probs(batch, other)
+    # Different placed set: renormalised over other candidates, and the scores change too.
+    assert not torch.allclose(steps[0, 0, 2, 3:], steps_other[0, 0, 2, 3:])
+
+
+def test_inputs_change_the_scores() -> None:
+    policy = NativePolicy(num_features=4, num_needs=3, dim=32, seed=0)
+    batch = make_batch(batch_size=2, num_candidates=5, seed=0)
+    perms = torch.arange(5).view(1, 1, 5).expand(2, 1, 5)
+    base, _ = policy.log_probs(batch, perms)
+    for field, value in [
+        ("need_index", (batch.need_index + 1) % 3),
+        ("candidate_features", batch.candidate_features + 1.0),
+        ("history_ids", torch.full_like(batch.history_ids, -1)),
+    ]:
+        changed = make_batch(batch_size=2, num_candidates=5, seed=0)
+        setattr(changed, field, value)
+        other, _ = policy.log_probs(changed, perms)
+        assert not torch.allclose(base, other), field
+
+
+def test_minimal_batch_without_optional_fields_hashes_ids() -> None:
+    policy = NativePolicy(hash_buckets=64, dim=16, seed=1)
+    batch = make_batch(batch_size=2, num_candidates=4, seed=0)
+    batch.history_ids = batch.history_labels = batch.need_index = None
+    batch.candidate_features = None
+    batch.candidate_ids = batch.candidate_ids + 10_000
+    rollout = policy.sample(batch, 3)
+    torch.testing.assert_close(policy.log_probs(batch, rollout.permutations)[0], rollout.logprobs)
+
+
+def test_feature_dimension_mismatch_is_reported() -> None:
+    policy = NativePolicy(num_features=3, dim=16)
+    with pytest.raises(ValueError, match="F=4.*num_features=3"):
+        policy.rank(make_batch(batch_size=1, num_candidates=3, num_features=4))
+
+
+def test_seed_makes_initialisation_reproducible_and_keeps_global_rng() -> None:
+    torch.manual_seed(5)
+    state = torch.random.get_rng_state()
+    a, b = NativePolicy(dim=16, seed=7), NativePolicy(dim=16, seed=7)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_reference_is_frozen_in_eval_and_excluded_from_training() -> None:
+    policy = NativePolicy(dim=16, dropout=0.1, seed=0)
+    policy.train()
+    assert policy.net.training and not policy.reference.training
+    trainable = {id(p) for p in policy.trainable_parameters()}
+    assert not any(id(p) in trainable for p in policy.reference.parameters())
+    assert "reference.item_embedding.weight" in policy.state_dict()
+
+
+def test_default_size_rl_step_runs_on_a_realistic_batch() -> None:
+    policy = NativePolicy(num_features=4, num_needs=3, seed=0)
+    batch = make_batch(batch_size=32, num_candidates=20, seed=0)
+    rollout = policy.sample(batch, 8)
+    logprobs, steps = policy.log_probs(batch, rollout.permutations)
+    (-logprobs.mean()).backward()
+    assert steps.shape == (32, 8, 20, 20)
+    torch.testing.assert_close(logprobs.detach(), rollout.logprobs, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dim": -3}, "dim must be a positive integer"),
+        ({"dim": 30, "num_heads": 4}, "divisible by num_heads=4"),
+        ({"num_items": 0}, "num_items must be a positive integer"),
+        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+    ],
+)
+def test_bad_arguments_raise_value_errors(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        NativePolicy(**kwargs)
