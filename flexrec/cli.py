@@ -51,6 +51,18 @@ def _plugins_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_command(args: argparse.Namespace) -> int:
+    if args.action == "download":
+        from flexrec.data.download import download_main
+
+        return download_main(args.rest)
+    from flexrec.data import load_dataset
+
+    data = load_dataset(args.rest[0] if args.rest else "ml-latest-small")
+    print(data.summary())
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="flexrec",
@@ -63,6 +75,17 @@ def _build_parser() -> argparse.ArgumentParser:
         "--plugins", nargs="*", default=[], help="extra plug-in modules to load (import paths)"
     )
     plugins.set_defaults(func=_plugins_command)
+    data = sub.add_parser(
+        "data",
+        help="download or describe datasets",
+        description="`flexrec data download NAME [--dest DIR] [--url URL] [--sha256 HEX] "
+        "[--force]` or `flexrec data info [NAME_OR_PATH]`.",
+    )
+    data.add_argument("action", choices=["download", "info"])
+    data.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the action")
+    data.set_defaults(func=_data_command)
+    for command in LIGHTNING_COMMANDS:
+        sub.add_parser(command, help=f"{command} through LightningCLI (see `flexrec {command} -h`)")
     return parser
 
 
@@ -86,7 +109,25 @@ def _lightning(argv: list[str]) -> int:
         FlexRecCLI(args=argv)
     except ArgumentError as exc:
         raise ConfigError(" ".join(str(exc).split())) from exc
+    except Exception as exc:
+        # jsonargparse wraps errors raised while instantiating (e.g. a missing data path found by
+        # the data module): report the user error at the root of the chain, not the wrapper.
+        cause = _user_error_in_chain(exc)
+        if cause is None:
+            raise
+        raise cause from exc
     return 0
+
+
+def _user_error_in_chain(exc: BaseException) -> FlexRecError | None:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, FlexRecError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _main(argv: list[str]) -> int:

@@ -15,7 +15,13 @@ from torchmetrics.retrieval import RetrievalMRR, RetrievalNormalizedDCG, Retriev
 
 from flexrec.types import RankingBatch
 
-__all__ = ["RankingMetrics", "is_valid_permutation", "ranking_scores"]
+__all__ = [
+    "RankingMetrics",
+    "check_reference",
+    "is_valid_permutation",
+    "ranking_scores",
+    "reference_ranking",
+]
 
 
 def ranking_scores(ranking: Tensor) -> Tensor:
@@ -43,6 +49,41 @@ def is_valid_permutation(ranking: Tensor) -> Tensor:
     in_range = ((ranking >= 0) & (ranking < k)).all(-1)
     sorted_rows = ranking.clamp(0, k - 1).sort(-1).values
     return in_range & (sorted_rows == torch.arange(k, device=ranking.device)).all(-1)
+
+
+def reference_ranking(
+    name: str, batch: RankingBatch, feature_names: Sequence[str] = (), seed: int = 0
+) -> Tensor:
+    """A reference ranking ``[B, K]`` that gives metrics a scale.
+
+    Args:
+        name: ``oracle`` (true gains, descending), ``random`` (seeded uniform shuffle) or
+            ``feature:NAME`` (the candidate feature column ``NAME``, descending — e.g.
+            ``feature:popularity`` is the popularity baseline computed before each task's cut).
+        batch: the tasks.
+        feature_names: names of the columns of ``batch.candidate_features``.
+        seed: seed of the random reference.
+
+    Raises:
+        ValueError: an unknown reference or feature name.
+    """
+    check_reference(name, feature_names)
+    if name == "oracle":
+        return torch.argsort(batch.gains, dim=-1, descending=True, stable=True)
+    if name == "random":
+        gen = torch.Generator().manual_seed(seed)
+        noise = torch.rand(batch.gains.shape, generator=gen)
+        return torch.argsort(noise, dim=-1).to(batch.gains.device)
+    assert batch.candidate_features is not None
+    column = batch.candidate_features[..., list(feature_names).index(name[8:])]
+    return torch.argsort(column, dim=-1, descending=True, stable=True)
+
+
+def check_reference(name: str, feature_names: Sequence[str] = ()) -> None:
+    """Raise a one-line ``ValueError`` unless ``name`` is a valid reference ranking."""
+    valid = ["oracle", "random", *(f"feature:{f}" for f in feature_names)]
+    if name not in valid:
+        raise ValueError(f"unknown reference ranking {name!r}; valid: {', '.join(valid)}")
 
 
 def _collection(ks: Sequence[int], mrr_k: int) -> nn.ModuleDict:

@@ -22,7 +22,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from flexrec.metrics import RankingMetrics
+from flexrec.errors import ConfigError
+from flexrec.metrics import RankingMetrics, check_reference, reference_ranking
 from flexrec.objectives import policy_loss
 from flexrec.plugin.manager import load_plugins
 from flexrec.registry import registries
@@ -56,6 +57,9 @@ class FlexRecModule(L.LightningModule):
         entropy_coef: η, weight of the exact per-step entropy bonus.
         max_grad_norm: gradient norm clip (None disables).
         eval_ks: cutoffs of NDCG@k / Recall@k in evaluation.
+        references: reference rankings evaluated next to the policy and logged as
+            ``{stage}_{name}/...`` for scale: ``oracle``, ``random``, ``feature:NAME`` (e.g.
+            ``feature:popularity``); see :func:`flexrec.metrics.reference_ranking`.
         plugins: extra plug-in modules to load before building components.
         data_info: the data module's :class:`~flexrec.types.DataInfo` (as a dict). The CLI links
             it from ``data.info`` so the policy is built, and its arguments checked, before any
@@ -81,6 +85,7 @@ class FlexRecModule(L.LightningModule):
         entropy_coef: float = 0.005,
         max_grad_norm: float | None = 1.0,
         eval_ks: tuple[int, ...] = (5, 10),
+        references: tuple[str, ...] = ("oracle", "random"),
         plugins: list[str] | None = None,
         data_info: dict[str, Any] | None = None,
     ) -> None:
@@ -101,8 +106,14 @@ class FlexRecModule(L.LightningModule):
     # ------------------------------------------------------------------ set-up
     def _build(self, info: DataInfo) -> None:
         self.policy = registries.policy.build(self.hparams.policy, **info.context())
+        self.feature_names = info.feature_names
+        for name in self.hparams.references:
+            try:
+                check_reference(name, info.feature_names)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from exc
         for split in ("val", "test"):
-            for who in ("policy", "oracle", "random"):
+            for who in ("policy", *self.hparams.references):
                 self.metrics[f"{split}_{who}"] = RankingMetrics(info.needs, ks=self.hparams.eval_ks)
 
     def setup(self, stage: str) -> None:
@@ -191,20 +202,16 @@ class FlexRecModule(L.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, split: str, batch: RankingBatch) -> None:
-        ranking = self.policy.rank(batch)
-        self.metrics[f"{split}_policy"].update(batch, ranking)
-        self.metrics[f"{split}_oracle"].update(
-            batch, torch.argsort(batch.gains, dim=-1, descending=True, stable=True)
-        )
-        seed = int(self.global_step) * 1_000_003 + int(batch.candidate_ids.sum())
-        gen = torch.Generator().manual_seed(seed)
-        noise = torch.rand(batch.gains.shape, generator=gen).to(batch.gains.device)
-        self.metrics[f"{split}_random"].update(batch, torch.argsort(noise, dim=-1))
+        self.metrics[f"{split}_policy"].update(batch, self.policy.rank(batch))
+        seed = int(batch.candidate_ids.sum())  # same random reference for the same tasks
+        for name in self.hparams.references:
+            ranking = reference_ranking(name, batch, self.feature_names, seed)
+            self.metrics[f"{split}_{name}"].update(batch, ranking)
 
     def _log_epoch(self, split: str) -> None:
-        for who in ("policy", "oracle", "random"):
+        for who in ("policy", *self.hparams.references):
             metrics = self.metrics[f"{split}_{who}"]
-            prefix = split if who == "policy" else f"{split}_{who}"
+            prefix = split if who == "policy" else f"{split}_{who.replace(':', '_')}"
             values = {f"{prefix}/{key}": value for key, value in metrics.compute().items()}
             self.log_dict(values, sync_dist=True)
             metrics.reset()

@@ -30,3 +30,11 @@ def _fresh_plugin_manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     reset_plugin_manager()
     yield
     reset_plugin_manager()
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama with a locally trained tokenizer (built once per session)."""
+    from flexrec.testing.tiny_llm import build_tiny_llm
+
+    return build_tiny_llm(tmp_path_factory.mktemp("tiny_llm"))

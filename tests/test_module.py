@@ -124,6 +124,71 @@ def test_bad_config_is_one_line_exit_2(tmp_path: Path, override: str, message: s
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("*.ckpt"))
 
 
+def test_cli_fit_tiny_llm_with_lora_then_validate(tmp_path: Path, tiny_llm_path: Path) -> None:
+    root = tmp_path / "llm"
+    policy = f"--model.policy={{name: llm, args: {{model: {tiny_llm_path}, lora: {{r: 4}}}}}}"
+    _flexrec(
+        "fit",
+        f"--config={SYNTHETIC}",
+        policy,
+        "--model.group_size=4",
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        *SMALL,
+        f"--trainer.default_root_dir={root}",
+        cwd=tmp_path,
+    )
+    ckpt = root / "logs" / "version_0" / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=False)
+    assert state["global_step"] == 2
+    assert any("lora_A" in key for key in state["state_dict"])
+    _flexrec(
+        "validate",
+        f"--config={SYNTHETIC}",
+        policy,
+        f"--ckpt_path={ckpt}",
+        *SMALL,
+        f"--trainer.default_root_dir={root}",
+        cwd=tmp_path,
+    )
+    record = json.loads((root / "logs" / "version_1" / "run.json").read_text())
+    assert record["metrics"]["validate"]["val/valid_rate/maximize_interest"] == 1.0
+
+
+def test_cli_quickstart_config_on_the_embedded_dataset(tmp_path: Path) -> None:
+    root = tmp_path / "qs"
+    _flexrec(
+        "fit",
+        f"--config={REPO / 'configs' / 'quickstart.yaml'}",
+        "--trainer.max_epochs=1",
+        "--data.init_args.max_train_tasks=64",
+        "--data.init_args.max_eval_tasks=32",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={root}",
+        cwd=tmp_path,
+    )
+    metrics = _final_metrics(root / "logs" / "version_0")
+    assert metrics["val_oracle/ndcg@5/maximize_interest"] == pytest.approx(1.0)
+    assert 0.0 < metrics["val_feature_popularity/ndcg@5/maximize_interest"] < 1.0
+
+
+def test_missing_data_path_is_one_line_exit_2(tmp_path: Path) -> None:
+    proc = _flexrec(
+        "fit",
+        f"--config={REPO / 'configs' / 'quickstart.yaml'}",
+        "--data.init_args.dataset=ml-100k",
+        f"--data.init_args.root={tmp_path / 'nowhere'}",
+        f"--trainer.default_root_dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flexrec: error: "), proc.stderr[-2000:]
+    assert "ml-100k" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
 def _final_metrics(run_dir: Path) -> dict[str, float]:
     record = json.loads((run_dir / "run.json").read_text())
     return {k: v for k, v in record["metrics"]["fit"].items() if k.startswith("val")}
@@ -165,3 +230,25 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> Non
     assert got.keys() == expected.keys() and expected
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, abs=1e-6), key
+
+
+@pytest.mark.slow
+def test_two_process_ddp_on_cpu(tmp_path: Path) -> None:
+    root = tmp_path / "ddp"
+    _flexrec(
+        "fit",
+        f"--config={SYNTHETIC}",
+        "--trainer.max_epochs=1",
+        *SMALL,
+        f"--trainer.default_root_dir={root}",
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        "--trainer.accelerator=cpu",
+        cwd=tmp_path,
+    )
+    run_dir = root / "logs" / "version_0"
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    # 64 tasks / batch 16 = 4 batches, split over 2 ranks: 2 optimizer steps each.
+    assert ckpt["global_step"] == 2
+    metrics = _final_metrics(run_dir)
+    assert 0.0 < metrics["val/ndcg@5/maximize_interest"] <= 1.0

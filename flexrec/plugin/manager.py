@@ -38,6 +38,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "flexrec.rewards.builtin",
     "flexrec.estimators.builtin",
     "flexrec.policies.builtin",
+    "flexrec.needs.builtin",
+    "flexrec.critic.builtin",
 )
 
 _pm: pluggy.PluginManager | None = None

@@ -14,14 +14,6 @@ from flexrec.policies.base import Policy
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 
-@pytest.fixture(scope="session")
-def tiny_llm_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Llama with a locally trained tokenizer (built once per session)."""
-    from flexrec.testing.tiny_llm import build_tiny_llm
-
-    return build_tiny_llm(tmp_path_factory.mktemp("tiny_llm"))
-
-
 @pytest.fixture
 def make_policy(tiny_llm_path: Path) -> Callable[[str], Policy]:
     """Factory: ``native``, ``llm_lora``, ``llm_full`` or ``llm_reasoning`` (LoRA) policies."""

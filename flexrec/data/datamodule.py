@@ -1,0 +1,226 @@
+"""``FlexRecDataModule``: datasets → tasks → :class:`~flexrec.types.RankingBatch` batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from flexrec.critic.base import FeedbackData
+from flexrec.data.dataset import InteractionData
+from flexrec.data.features import FEATURE_NAMES
+from flexrec.data.loaders import load_dataset
+from flexrec.data.sampler import EpochShuffleSampler
+from flexrec.data.tasks import TaskSet, build_tasks
+from flexrec.needs.base import ItemStats, Need, build_need
+from flexrec.types import DataInfo, RankingBatch
+
+__all__ = ["FlexRecDataModule", "TaskCollator"]
+
+
+class TaskCollator:
+    """Turn a list of task indices of a :class:`TaskSet` into a :class:`RankingBatch`.
+
+    Args:
+        tasks: the split's tasks.
+        data: the dataset (titles, years, categories for the prompt text).
+        needs: the bound needs, in the order of ``tasks.need_names``.
+        with_text: build ``history_text`` / ``candidate_text`` (off for native policies: faster).
+    """
+
+    def __init__(
+        self, tasks: TaskSet, data: InteractionData, needs: Sequence[Need], with_text: bool = True
+    ) -> None:
+        self.tasks, self.data, self.needs, self.with_text = tasks, data, list(needs), with_text
+        self.item_categories = [
+            [data.categories[c] for c in np.flatnonzero(row)] for row in data.item_categories
+        ]
+
+    def _stats(self, item: int, **values: Any) -> ItemStats:
+        d = self.data
+        return ItemStats(
+            str(d.titles[item]), int(d.years[item]), self.item_categories[item], **values
+        )
+
+    def __call__(self, indices: Sequence[int]) -> RankingBatch:
+        t, idx = self.tasks, np.asarray(indices, dtype=np.int64)
+        labels = np.where(t.observed[idx], t.true_labels[idx], np.nan)
+        batch = RankingBatch(
+            candidate_ids=torch.from_numpy(t.candidates[idx]),
+            gains=torch.from_numpy(t.gains[idx]).float(),
+            observed=torch.from_numpy(t.observed[idx]),
+            relevant=torch.from_numpy(t.relevant[idx]),
+            need=[t.need_names[i] for i in t.need[idx]],
+            instruction=[t.instruction[i] for i in idx],
+            history_ids=torch.from_numpy(t.history[idx]),
+            history_labels=torch.from_numpy(t.history_labels[idx]).float(),
+            user_ids=torch.from_numpy(t.users[idx]),
+            need_index=torch.from_numpy(t.need[idx]),
+            labels=torch.from_numpy(labels).float(),
+            candidate_features=torch.from_numpy(t.features[idx]),
+            meta=[
+                {
+                    "dataset": self.data.name,
+                    "split": t.split,
+                    "task": int(i),
+                    "user": self.data.user_ids[t.users[i]].item(),
+                    "cut": int(t.cut[i]),
+                    "seed": t.seed,
+                }
+                for i in idx
+            ],
+        )
+        if self.with_text:
+            batch.history_text = [self._history(i) for i in idx]
+            batch.candidate_text = [self._candidates(i) for i in idx]
+        return batch
+
+    def _history(self, i: int) -> list[str]:
+        need, t = self.needs[self.tasks.need[i]], self.tasks
+        return [
+            need.history_text(self._stats(int(item), label=float(lab)))
+            for item, lab in zip(t.history[i], t.history_labels[i], strict=True)
+            if item >= 0
+        ]
+
+    def _candidates(self, i: int) -> list[str]:
+        need, t = self.needs[self.tasks.need[i]], self.tasks
+        return [
+            need.item_text(self._stats(int(item), count=int(c), mean_label=float(m), recent=int(r)))
+            for item, c, m, r in zip(
+                t.candidates[i], t.count[i], t.mean_label[i], t.recent[i], strict=True
+            )
+        ]
+
+
+class FlexRecDataModule(L.LightningDataModule):
+    """Ranking tasks of a dataset for one or several needs (joint batches mix needs).
+
+    Args:
+        dataset: a dataset name (``ml-latest-small``, ``ml-100k``, ``kuairec-sim``, ...) or path.
+        root: folder of the named datasets (default ``$FLEXREC_DATA_DIR``).
+        needs: need specs (names or ``{name, args}``); tasks are built for every need.
+        history_len: ``L``.
+        num_candidates: ``K``.
+        train_cuts_per_user: cuts per train user.
+        sparse_p: keep each train label with this probability (None: dense).
+        seed: seed of the split, cuts, shuffles, sparse mask and the train loader's order.
+        batch_size: training tasks per batch.
+        eval_batch_size: val / test tasks per batch (default ``batch_size``).
+        max_train_tasks: keep a seeded random subset of this many train tasks.
+        max_eval_tasks: keep about this many val and test tasks per split: the first users'
+            tasks, the same users for every need.
+        with_text: build prompt text (needed by LLM policies).
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "ml-latest-small",
+        root: str | None = None,
+        needs: Sequence[str | dict[str, Any]] = ("maximize_interest",),
+        history_len: int = 10,
+        num_candidates: int = 20,
+        train_cuts_per_user: int = 4,
+        sparse_p: float | None = None,
+        seed: int = 0,
+        batch_size: int = 16,
+        eval_batch_size: int | None = None,
+        max_train_tasks: int | None = None,
+        max_eval_tasks: int | None = None,
+        with_text: bool = True,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.data: InteractionData | None = None
+        self.needs: list[Need] = []
+        self.tasks: dict[str, TaskSet] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the dataset and build every split's tasks (once)."""
+        if self.tasks:
+            return
+        hp = self.hparams
+        root = Path(hp.root) if hp.root else None
+        self.data = load_dataset(hp.dataset, root)
+        self.needs = [
+            build_need(spec).bind(self.data.scale, self.data.trend_window) for spec in hp.needs
+        ]
+        names = [n.name for n in self.needs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"needs must be distinct, got {names}")
+        tasks = build_tasks(
+            self.data,
+            self.needs,
+            hp.history_len,
+            hp.num_candidates,
+            hp.train_cuts_per_user,
+            hp.sparse_p,
+            hp.seed,
+        )
+        self.tasks = tasks
+
+    @property
+    def info(self) -> DataInfo:
+        """Facts for model construction (loads the data on first use); the dataset's categories
+        and raw ids are on :attr:`data`."""
+        self.setup()
+        assert self.data is not None
+        return DataInfo(
+            num_items=self.data.num_items,
+            num_users=self.data.num_users,
+            num_features=len(FEATURE_NAMES),
+            needs=tuple(n.name for n in self.needs),
+            feature_names=FEATURE_NAMES,
+        )
+
+    def _indices(self, split: str) -> list[int]:
+        n = len(self.tasks[split])
+        if split == "train" and self.hparams.max_train_tasks is not None:
+            rng = np.random.default_rng([self.hparams.seed, 41])
+            return sorted(rng.permutation(n)[: self.hparams.max_train_tasks].tolist())
+        if split != "train" and self.hparams.max_eval_tasks is not None:
+            per_need = n // max(len(self.needs), 1)
+            keep = min(per_need, max(self.hparams.max_eval_tasks // len(self.needs), 1))
+            return [j * per_need + i for j in range(len(self.needs)) for i in range(keep)]
+        return list(range(n))
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader[Any]:
+        self.setup()
+        assert self.data is not None
+        hp = self.hparams
+        size = hp.batch_size if split == "train" else (hp.eval_batch_size or hp.batch_size)
+        indices = self._indices(split)
+        # an epoch-seeded sampler: a run resumed from a checkpoint sees the same batches
+        sampler = EpochShuffleSampler(len(indices), hp.seed) if shuffle else None
+        return DataLoader(
+            indices,
+            batch_size=size,
+            sampler=sampler,
+            collate_fn=TaskCollator(self.tasks[split], self.data, self.needs, hp.with_text),
+            num_workers=hp.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        """Shuffled (seeded) training tasks."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        """Validation tasks in a fixed order."""
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader[Any]:
+        """Test tasks in a fixed order."""
+        return self._loader("test", shuffle=False)
+
+    def feedback_training_data(self) -> FeedbackData:
+        """What a feedback model may learn from: the train users' observed labels."""
+        self.setup()
+        assert self.data is not None
+        return FeedbackData.from_tasks(self.data, self.tasks["train"], self.needs)

@@ -1,0 +1,251 @@
+"""Task builder (EVALUATION.md §2): user split, cut points, histories, candidate sets, sparse labels.
+
+A task for user ``u`` at cut time ``t``: history = the user's last ``L`` interactions strictly before
+``t``; candidates = the ``K`` earliest interactions at or after ``t`` (true labels), shuffled with a
+seeded generator. Train users get up to ``train_cuts_per_user`` distinct cuts (uniform over valid
+positions); val / test users one cut, the latest with ``K`` interactions at or after it. Users with
+fewer than ``min_history + K`` interactions (after moving each cut back to the first interaction
+at its timestamp, so ties never straddle a cut) are skipped (counted in ``TaskSet.skipped_users``).
+Each (user, cut) yields one task per need. In sparse mode each label of a train user is kept with
+probability ``p`` (one Bernoulli draw per interaction, so a hidden label is hidden everywhere:
+candidates, histories and feature statistics).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from flexrec.data.dataset import InteractionData
+from flexrec.data.features import NOVELTY, TREND, ItemClock, candidate_features
+from flexrec.needs.base import Need, NeedContext
+
+__all__ = ["SPLITS", "TaskSet", "build_tasks", "split_users"]
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class TaskSet:
+    """The tasks of one split, stored column-wise (``T`` tasks).
+
+    Attributes:
+        split: ``train`` / ``val`` / ``test``.
+        users: ``[T]`` user indices.
+        cut: ``[T]`` cut timestamps.
+        need: ``[T]`` need indices (into ``need_names``).
+        history: ``[T, L]`` item indices, oldest first, ``-1`` pad at the end.
+        history_labels: ``[T, L]`` labels (NaN for pad or hidden).
+        candidates: ``[T, K]`` item indices in prompt (shuffled) order.
+        true_labels: ``[T, K]`` true labels.
+        observed: ``[T, K]`` bool.
+        gains: ``[T, K]`` need gains of the true labels, 0 where unobserved.
+        relevant: ``[T, K]`` bool, False where unobserved.
+        features: ``[T, K, F]`` float32 (see :mod:`flexrec.data.features`).
+        count, mean_label, recent: ``[T, K]`` raw statistics before t (prompt text).
+        instruction: ``T`` instruction strings.
+        need_names: the need vocabulary.
+        seed: the builder's seed.
+        skipped_users: users without enough interactions.
+    """
+
+    split: str
+    users: np.ndarray
+    cut: np.ndarray
+    need: np.ndarray
+    history: np.ndarray
+    history_labels: np.ndarray
+    candidates: np.ndarray
+    true_labels: np.ndarray
+    observed: np.ndarray
+    gains: np.ndarray
+    relevant: np.ndarray
+    features: np.ndarray
+    count: np.ndarray
+    mean_label: np.ndarray
+    recent: np.ndarray
+    instruction: list[str]
+    need_names: tuple[str, ...]
+    seed: int
+    skipped_users: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+def split_users(
+    num_users: int, seed: int, fractions: Sequence[float] = (0.8, 0.1, 0.1)
+) -> dict[str, np.ndarray]:
+    """Seeded train / val / test partition of ``range(num_users)`` (sorted index arrays)."""
+    perm = np.random.default_rng([seed, 11]).permutation(num_users)
+    n_train = round(fractions[0] * num_users)
+    n_val = round(fractions[1] * num_users)
+    parts = (perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :])
+    return {name: np.sort(part) for name, part in zip(SPLITS, parts, strict=True)}
+
+
+def _cuts(
+    data: InteractionData,
+    users: np.ndarray,
+    per_user: int | None,
+    k: int,
+    min_history: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(users, first candidate row)`` of each task and the number of skipped users."""
+    offsets = data.user_offsets
+    start, n = offsets[users], offsets[users + 1] - offsets[users]
+    valid = n - k - min_history + 1
+    ok = valid > 0
+    if per_user is None:
+        task_users, pos = users[ok], (start + n - k)[ok]
+    else:
+        reps = np.minimum(valid[ok], per_user)
+        task_users = np.repeat(users[ok], reps)
+        pos = np.concatenate(
+            [
+                s + min_history + rng.choice(v, r, replace=False)
+                for s, v, r in zip(start[ok], valid[ok], reps, strict=True)
+            ]
+            or [np.zeros(0, np.int64)]
+        )
+    # ties: the candidates start at the user's first interaction at the cut time
+    key = data.user * (np.int64(1) << 42) + (data.timestamp - data.timestamp.min())
+    first = np.searchsorted(key, key[pos], side="left")
+    keep = first - offsets[task_users] >= min_history
+    pairs = np.unique(np.stack([task_users[keep], first[keep]], 1), axis=0)
+    return pairs[:, 0], pairs[:, 1], len(users) - len(np.unique(pairs[:, 0]))
+
+
+def build_tasks(
+    data: InteractionData,
+    needs: Sequence[Need],
+    history_len: int = 10,
+    num_candidates: int = 20,
+    train_cuts_per_user: int = 4,
+    sparse_p: float | None = None,
+    seed: int = 0,
+    min_history: int = 1,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+) -> dict[str, TaskSet]:
+    """Build the tasks of every split for every need.
+
+    Args:
+        data: the dataset.
+        needs: bound needs (:meth:`Need.bind`); each (user, cut) gives one task per need.
+        history_len: ``L``.
+        num_candidates: ``K``.
+        train_cuts_per_user: cuts per train user.
+        sparse_p: keep each train label with this probability (None: dense).
+        seed: seed of the split, cuts, shuffles, instructions and sparse mask.
+        min_history: history interactions required before a cut.
+        fractions: train / val / test user shares.
+
+    Returns:
+        ``{"train": TaskSet, "val": TaskSet, "test": TaskSet}``.
+    """
+    if sparse_p is not None and not 0.0 < sparse_p <= 1.0:
+        raise ValueError(f"sparse_p must be in (0, 1], got {sparse_p}")
+    splits = split_users(data.num_users, seed, fractions)
+    visible = np.ones(data.num_interactions, dtype=bool)
+    if sparse_p is not None:
+        train_rows = np.isin(data.user, splits["train"])
+        draw = np.random.default_rng([seed, 29]).random(data.num_interactions) < sparse_p
+        visible = ~train_rows | draw
+    clock = ItemClock(data, visible)
+    out = {}
+    for index, split in enumerate(SPLITS):
+        rng = np.random.default_rng([seed, index])
+        per_user = train_cuts_per_user if split == "train" else None
+        users, first, skipped = _cuts(
+            data, splits[split], per_user, num_candidates, min_history, rng
+        )
+        out[split] = _assemble(
+            data, needs, clock, visible, users, first, split, history_len, num_candidates, rng, seed
+        )
+        out[split].skipped_users = skipped
+        out[split].extra.update(visible=visible, split_users=splits[split])
+    return out
+
+
+def _assemble(
+    data: InteractionData,
+    needs: Sequence[Need],
+    clock: ItemClock,
+    visible: np.ndarray,
+    users: np.ndarray,
+    first: np.ndarray,
+    split: str,
+    history_len: int,
+    k: int,
+    rng: np.random.Generator,
+    seed: int,
+) -> TaskSet:
+    offsets = data.user_offsets
+    rows = first[:, None] + np.arange(k)
+    order = np.argsort(rng.random(rows.shape), axis=1)
+    rows = np.take_along_axis(rows, order, 1)
+    n_hist = np.minimum(history_len, first - offsets[users])
+    hist_rows = first[:, None] - n_hist[:, None] + np.arange(history_len)
+    hist_ok = np.arange(history_len) < n_hist[:, None]
+    hist_rows = np.where(hist_ok, hist_rows, 0)
+    history = np.where(hist_ok, data.item[hist_rows], -1)
+    history_labels = np.where(hist_ok & visible[hist_rows], data.label[hist_rows], np.nan)
+    candidates, labels = data.item[rows], data.label[rows]
+    observed = visible[rows]
+    cut = data.timestamp[first]
+    times = np.broadcast_to(cut[:, None], rows.shape)
+    count, mean = clock.before(candidates, times)
+    parts: list[dict[str, Any]] = []
+    for index, need in enumerate(needs):
+        window = need.window or data.trend_window
+        recent = clock.window(candidates, times, window)
+        features = candidate_features(data, candidates, history, count, mean, recent)
+        context = NeedContext(
+            novelty=torch.from_numpy(features[..., NOVELTY]),
+            trend=torch.from_numpy(features[..., TREND]),
+        )
+        true = torch.from_numpy(labels)
+        gains = need.gains(true, context).numpy().astype(np.float32)
+        relevant = need.relevant(true, context).numpy()
+        instr = [need.instruction(rng, split) for _ in range(len(users))]
+        parts.append(
+            {
+                "need": np.full(len(users), index),
+                "features": features,
+                "recent": recent,
+                "gains": np.where(observed, gains, 0.0).astype(np.float32),
+                "relevant": relevant & observed,
+                "instruction": instr,
+            }
+        )
+    n = len(needs)
+
+    def tile(a: np.ndarray) -> np.ndarray:
+        return np.concatenate([a] * n)
+
+    return TaskSet(
+        split=split,
+        users=tile(users),
+        cut=tile(cut),
+        need=np.concatenate([p["need"] for p in parts]),
+        history=tile(history),
+        history_labels=tile(history_labels),
+        candidates=tile(candidates),
+        true_labels=tile(labels),
+        observed=tile(observed),
+        gains=np.concatenate([p["gains"] for p in parts]),
+        relevant=np.concatenate([p["relevant"] for p in parts]),
+        features=np.concatenate([p["features"] for p in parts]),
+        count=tile(count),
+        mean_label=tile(mean),
+        recent=np.concatenate([p["recent"] for p in parts]),
+        instruction=[s for p in parts for s in p["instruction"]],
+        need_names=tuple(need.name for need in needs),
+        seed=seed,
+    )

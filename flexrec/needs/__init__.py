@@ -1,0 +1,1 @@
+"""flexrec.needs."""

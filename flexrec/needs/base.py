@@ -1,0 +1,174 @@
+"""The :class:`Need` base class: instruction paraphrases, gain, relevance and prompt text.
+
+A need turns a task's candidate labels into per-candidate gains ``[..., K]`` and relevance flags
+``[..., K]`` given a :class:`NeedContext` (novelty and trend of each candidate, computed by the task
+builder from data before the task's cut). Label thresholds default to the dataset's
+:class:`~flexrec.data.dataset.LabelScale` (:meth:`Need.bind`); constructor arguments override them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from flexrec.needs.functional import interest
+
+__all__ = ["ItemStats", "Need", "NeedContext", "build_need"]
+
+
+@dataclass(frozen=True)
+class NeedContext:
+    """Per-candidate quantities a need's gain may use (tensors or arrays, ``[..., K]``).
+
+    Attributes:
+        novelty: share of the candidate's categories absent from the history.
+        trend: percentile among the task's candidates of the count in the trend window before t.
+    """
+
+    novelty: Any
+    trend: Any
+
+
+@dataclass(frozen=True)
+class ItemStats:
+    """What the prompt may say about an item, all computed before the task's cut time.
+
+    Attributes:
+        title: title without year.
+        year: release year or -1.
+        categories: category names.
+        count: interactions before t.
+        mean_label: mean label before t (NaN when ``count == 0``).
+        recent: interactions in the need's trend window before t.
+        label: the user's own label (history items), NaN otherwise.
+    """
+
+    title: str
+    year: int
+    categories: Sequence[str]
+    count: int = 0
+    mean_label: float = float("nan")
+    recent: int = 0
+    label: float = float("nan")
+
+
+def _window_words(seconds: int) -> str:
+    if seconds % 86_400 == 0:
+        days = seconds // 86_400
+        return "24 hours" if days == 1 else f"{days} days"
+    return f"{seconds / 3600:g} hours"
+
+
+class Need:
+    """Base class of needs (registered through ``flexrec_register_needs``).
+
+    Subclasses set ``name``, ``instructions`` (≥ 3 paraphrases), ``held_out`` (indices of the
+    paraphrases never used in training) and implement :meth:`gains` and :meth:`relevant`.
+
+    Args:
+        threshold: interest threshold τ (default: the dataset's).
+        maximum: label where interest saturates (default: the dataset's).
+        relevant_threshold: labels ≥ this are interest-relevant (default: the dataset's).
+    """
+
+    name: ClassVar[str]
+    instructions: ClassVar[tuple[str, ...]]
+    held_out: ClassVar[tuple[int, ...]] = ()
+    window: int | None = None
+
+    def __init__(
+        self,
+        threshold: float | None = None,
+        maximum: float | None = None,
+        relevant_threshold: float | None = None,
+    ) -> None:
+        self.threshold = threshold
+        self.maximum = maximum
+        self.relevant_threshold = relevant_threshold
+        self.label_name = "rating"
+
+    def bind(self, scale: Any, trend_window: int | None = None) -> Need:
+        """Fill unset thresholds (and the trend window) from a dataset; returns ``self``."""
+        self.threshold = scale.threshold if self.threshold is None else self.threshold
+        self.maximum = scale.maximum if self.maximum is None else self.maximum
+        if self.relevant_threshold is None:
+            self.relevant_threshold = scale.relevant
+        self.label_name = scale.name
+        if self.window is None and trend_window is not None:
+            self.window = int(trend_window)
+        return self
+
+    def _scale(self) -> tuple[float, float, float]:
+        if self.threshold is None or self.maximum is None or self.relevant_threshold is None:
+            raise ValueError(f"need {self.name!r} has no label scale: call bind(dataset.scale)")
+        return self.threshold, self.maximum, self.relevant_threshold
+
+    # ------------------------------------------------------------------ gains
+    def interest(self, labels: Any) -> Tensor:
+        """``[..., K]`` interest gain of raw labels (0 where NaN)."""
+        tau, top, _ = self._scale()
+        return interest(torch.as_tensor(labels), tau, top)
+
+    def interest_relevant(self, labels: Any) -> Tensor:
+        """``[..., K]`` bool: label ≥ the relevance threshold (False where NaN)."""
+        return torch.as_tensor(labels).float() >= self._scale()[2]
+
+    def gains(self, labels: Any, context: NeedContext) -> Tensor:
+        """Per-candidate gain ``[..., K]`` from raw labels ``[..., K]`` (0 where NaN)."""
+        raise NotImplementedError
+
+    def relevant(self, labels: Any, context: NeedContext) -> Tensor:
+        """Per-candidate relevance ``[..., K]`` bool for Recall / MRR."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ prompts
+    def instruction(self, rng: np.random.Generator, split: str = "train") -> str:
+        """A paraphrase: random non-held-out in ``train``, random held-out for ``heldout``,
+        the canonical first one otherwise (``val`` / ``test``)."""
+        if split == "train":
+            pool = [i for i in range(len(self.instructions)) if i not in self.held_out]
+        elif split == "heldout":
+            pool = list(self.held_out) or [0]
+        else:
+            return self.instructions[0]
+        return self.instructions[pool[int(rng.integers(len(pool)))]]
+
+    def _head(self, item: ItemStats) -> str:
+        title = f"{item.title} ({item.year})" if item.year > 0 else item.title
+        cats = ", ".join(item.categories) if item.categories else "no category"
+        return f"{title} | {cats}"
+
+    def _rating(self, item: ItemStats) -> str:
+        if item.count == 0 or np.isnan(item.mean_label):
+            return f"no {self.label_name}s yet"
+        return f"mean {self.label_name} {item.mean_label:.1f} from {item.count} users"
+
+    def item_text(self, item: ItemStats) -> str:
+        """One line describing a candidate: title (year) | categories | statistics the need uses."""
+        return f"{self._head(item)} | {self._rating(item)}"
+
+    def history_text(self, item: ItemStats) -> str:
+        """One line describing a history item with the user's own label when observed."""
+        if np.isnan(item.label):
+            return self._head(item)
+        return f"{self._head(item)} | your {self.label_name}: {item.label:g}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(threshold={self.threshold}, maximum={self.maximum})"
+
+
+def build_need(spec: str | Mapping[str, Any] | Need) -> Need:
+    """Build a need from a registry spec (``name`` or ``{name, args}``).
+
+    A :class:`Need` instance is returned as it is.
+    """
+    if isinstance(spec, Need):
+        return spec
+    from flexrec.registry import registries
+
+    return registries.need.build(spec)

@@ -1,0 +1,152 @@
+"""Task builder and data module: no leakage, true labels, disjoint users, seeds, sparse mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from flexrec.data.datamodule import FlexRecDataModule
+from flexrec.data.dataset import MOVIELENS_SCALE, InteractionData
+from flexrec.data.tasks import TaskSet, build_tasks, split_users
+from flexrec.needs.builtin import ExploreNewTopics, MaximizeInterest, TrendPromotion
+
+
+def _needs(data: InteractionData) -> list:
+    return [
+        cls().bind(data.scale, data.trend_window)
+        for cls in (MaximizeInterest, ExploreNewTopics, TrendPromotion)
+    ]
+
+
+@pytest.fixture(scope="module")
+def ml100k_tasks(ml100k: InteractionData) -> dict[str, TaskSet]:
+    return build_tasks(ml100k, _needs(ml100k), train_cuts_per_user=3, seed=5)
+
+
+def _lookup(data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    keys = data.user * data.num_items + data.item
+    order = np.argsort(keys)
+    pos = np.searchsorted(keys[order], users * data.num_items + items)
+    found = order[pos]
+    assert (keys[found] == users * data.num_items + items).all()
+    return found
+
+
+def test_no_future_in_history_and_true_candidate_labels(
+    ml100k: InteractionData, ml100k_tasks: dict[str, TaskSet]
+) -> None:
+    for tasks in ml100k_tasks.values():
+        valid = tasks.history >= 0
+        users = np.broadcast_to(tasks.users[:, None], tasks.history.shape)
+        rows = _lookup(ml100k, users[valid], tasks.history[valid])
+        cut = np.broadcast_to(tasks.cut[:, None], tasks.history.shape)[valid]
+        assert (ml100k.timestamp[rows] < cut).all()
+        np.testing.assert_array_equal(ml100k.label[rows], tasks.history_labels[valid])
+        users = np.broadcast_to(tasks.users[:, None], tasks.candidates.shape)
+        rows = _lookup(ml100k, users.ravel(), tasks.candidates.ravel())
+        np.testing.assert_array_equal(ml100k.label[rows], tasks.true_labels.ravel())
+        assert (ml100k.timestamp[rows] >= np.repeat(tasks.cut, tasks.candidates.shape[1])).all()
+        assert tasks.observed.all()
+        assert all(len(set(row)) == len(row) for row in tasks.candidates.tolist())
+
+
+def test_users_split_and_counts(ml100k_tasks: dict[str, TaskSet]) -> None:
+    train, val, test = (set(ml100k_tasks[s].users.tolist()) for s in ("train", "val", "test"))
+    assert not train & test and not train & val and not val & test
+    assert len(train) + ml100k_tasks["train"].skipped_users == 754
+    parts = split_users(943, seed=5)
+    assert sum(len(p) for p in parts.values()) == 943
+    assert len(ml100k_tasks["test"]) == 3 * len(test)  # one cut per test user, three needs
+    assert (np.bincount(ml100k_tasks["test"].need) == len(test)).all()
+
+
+def test_features_only_use_the_past(
+    ml100k: InteractionData, ml100k_tasks: dict[str, TaskSet]
+) -> None:
+    tasks = ml100k_tasks["val"]
+    for t in range(0, len(tasks), 37):
+        for k in range(0, 20, 7):
+            item, cut = tasks.candidates[t, k], tasks.cut[t]
+            earlier = (ml100k.item == item) & (ml100k.timestamp < cut)
+            assert tasks.count[t, k] == earlier.sum()
+            if earlier.any():
+                assert tasks.mean_label[t, k] == pytest.approx(ml100k.label[earlier].mean())
+            window = earlier & (ml100k.timestamp >= cut - ml100k.trend_window)
+            assert tasks.recent[t, k] == window.sum()
+    assert tasks.features.shape[-1] == 6
+    assert (tasks.features >= 0).all() and (tasks.features <= 1).all()
+
+
+def test_seeded_reproducibility(ml100k: InteractionData) -> None:
+    needs = _needs(ml100k)[:1]
+    a = build_tasks(ml100k, needs, seed=1)["train"]
+    b = build_tasks(ml100k, needs, seed=1)["train"]
+    c = build_tasks(ml100k, needs, seed=2)["train"]
+    np.testing.assert_array_equal(a.candidates, b.candidates)
+    assert a.instruction == b.instruction
+    assert not np.array_equal(a.users, c.users[: len(a.users)]) or len(a) != len(c)
+
+
+def test_sparse_mode(ml100k: InteractionData) -> None:
+    tasks = build_tasks(ml100k, _needs(ml100k)[:1], sparse_p=0.1, seed=3)
+    train = tasks["train"]
+    assert abs(train.observed.mean() - 0.1) < 0.01
+    assert tasks["test"].observed.all() and tasks["val"].observed.all()
+    assert (train.gains[~train.observed] == 0).all() and not train.relevant[~train.observed].any()
+    valid = train.history >= 0
+    hidden_share = np.isnan(train.history_labels[valid]).mean()
+    assert abs(hidden_share - 0.9) < 0.01
+
+
+def test_ties_at_the_cut_go_to_candidates() -> None:
+    frame = pd.DataFrame(
+        {
+            "user": [1] * 5,
+            "item": [10, 11, 12, 13, 14],
+            "label": [1.0, 2.0, 3.0, 4.0, 5.0],
+            "timestamp": [100, 200, 200, 300, 400],
+        }
+    )
+    items = pd.DataFrame(
+        {
+            "item": [10, 11, 12, 13, 14],
+            "title": "m",
+            "year": -1,
+            "categories": [[0]] * 5,
+            "text": "",
+        }
+    )
+    data = InteractionData.build("tiny", frame, items, ["a"], MOVIELENS_SCALE)
+    need = MaximizeInterest().bind(data.scale)
+    tasks = build_tasks(data, [need], history_len=3, num_candidates=3, fractions=(0, 0, 1))["test"]
+    # the latest cut with 3 candidates is t=200; both items at t=200 are candidates
+    assert tasks.cut.tolist() == [200]
+    assert tasks.history.tolist() == [[0, -1, -1]]
+    assert sorted(tasks.candidates[0].tolist()) == [1, 2, 3]
+
+
+def test_datamodule_batches() -> None:
+    dm = FlexRecDataModule(
+        needs=("maximize_interest", "explore_new_topics", "trend_promotion"),
+        batch_size=32,
+        max_train_tasks=200,
+        max_eval_tasks=40,
+    )
+    info = dm.info
+    assert (info.num_users, info.num_items, info.num_features) == (610, 9742, 6)
+    assert info.context()["num_needs"] == 3 and info.feature_names[4] == "novelty"
+    batch = next(iter(dm.train_dataloader()))
+    assert len(set(batch.need)) >= 2
+    assert batch.candidate_features.shape == (32, 20, 6) and batch.history_ids.shape == (32, 10)
+    names = [info.needs[i] for i in batch.need_index.tolist()]
+    assert names == batch.need
+    assert len(batch.candidate_text[0]) == 20 and " | " in batch.candidate_text[0][0]
+    assert batch.meta[0]["dataset"] == "ml-latest-small" and batch.meta[0]["split"] == "train"
+    test_users = set(dm.tasks["test"].users.tolist())
+    assert not test_users & set(dm.tasks["train"].users.tolist())
+    test_needs = [n for b in dm.test_dataloader() for n in b.need]
+    assert len(test_needs) == 39 and {test_needs.count(n) for n in info.needs} == {13}
+    rows = [i for i, n in enumerate(batch.need) if n == "maximize_interest"]
+    torch.testing.assert_close(batch.gains[rows], dm.needs[0].gains(batch.labels[rows]))
