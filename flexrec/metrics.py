@@ -1,7 +1,9 @@
 """Ranking metrics per need, on torchmetrics' retrieval metrics.
 
-Graded NDCG uses the need's gains; Recall and MRR use the need's binary relevance and skip tasks
-with no relevant candidate (torchmetrics ``empty_target_action="skip"``).
+Graded NDCG uses the need's gains; Recall and MRR use the need's binary relevance. Tasks whose
+gains are all 0 are skipped for NDCG (every ranking is equally good there) and tasks with no
+relevant candidate for Recall and MRR (torchmetrics ``empty_target_action="skip"``); their shares
+are logged as ``no_gain_rate`` and ``no_relevant_rate``.
 """
 
 from __future__ import annotations
@@ -87,14 +89,24 @@ def check_reference(name: str, feature_names: Sequence[str] = ()) -> None:
 
 
 def _collection(ks: Sequence[int], mrr_k: int) -> nn.ModuleDict:
-    graded = MetricCollection({f"ndcg@{k}": RetrievalNormalizedDCG(top_k=k) for k in ks})
+    graded = MetricCollection(
+        {f"ndcg@{k}": RetrievalNormalizedDCG(top_k=k, empty_target_action="skip") for k in ks}
+    )
     binary = MetricCollection(
         {
             **{f"recall@{k}": RetrievalRecall(top_k=k, empty_target_action="skip") for k in ks},
             f"mrr@{mrr_k}": RetrievalMRR(top_k=mrr_k, empty_target_action="skip"),
         }
     )
-    return nn.ModuleDict({"graded": graded, "binary": binary, "valid": MeanMetric()})
+    return nn.ModuleDict(
+        {
+            "graded": graded,
+            "binary": binary,
+            "valid": MeanMetric(),
+            "no_gain": MeanMetric(),
+            "no_relevant": MeanMetric(),
+        }
+    )
 
 
 class RankingMetrics(nn.Module):
@@ -126,6 +138,8 @@ class RankingMetrics(nn.Module):
             parts["graded"].update(scores[rows], batch.gains[rows].float(), indexes=indexes[rows])
             parts["binary"].update(scores[rows], batch.relevant[rows], indexes=indexes[rows])
             parts["valid"].update(valid[rows].float())
+            parts["no_gain"].update((batch.gains[rows] <= 0).all(-1).float())
+            parts["no_relevant"].update((~batch.relevant[rows]).all(-1).float())
 
     def compute(self) -> dict[str, Tensor]:
         """``{"ndcg@5/<need>": value, ...}`` for every need that received tasks."""
@@ -136,6 +150,8 @@ class RankingMetrics(nn.Module):
             for name, value in {**parts["graded"].compute(), **parts["binary"].compute()}.items():
                 out[f"{name}/{need}"] = value
             out[f"valid_rate/{need}"] = parts["valid"].compute()
+            out[f"no_gain_rate/{need}"] = parts["no_gain"].compute()
+            out[f"no_relevant_rate/{need}"] = parts["no_relevant"].compute()
         return out
 
     def reset(self) -> None:

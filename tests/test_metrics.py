@@ -60,3 +60,15 @@ def test_needs_are_separated() -> None:
     assert out["mrr@2/b"].item() == 0.5
     metrics.reset()
     assert metrics.compute() == {}
+
+
+def test_all_zero_gain_tasks_are_skipped_and_counted() -> None:
+    batch = _batch([[0.0, 0.0], [0.0, 1.0]], [[False, False], [False, True]], ["a", "a"])
+    metrics = RankingMetrics(["a"], ks=(1,), mrr_k=2)
+    metrics.update(batch, torch.tensor([[0, 1], [0, 1]]))
+    out = metrics.compute()
+    assert out["ndcg@1/a"].item() == 0.0  # only the second task counts: its best item is 2nd
+    assert out["no_gain_rate/a"].item() == 0.5 and out["no_relevant_rate/a"].item() == 0.5
+    metrics.reset()
+    metrics.update(batch, torch.tensor([[0, 1], [1, 0]]))
+    assert metrics.compute()["ndcg@1/a"].item() == 1.0

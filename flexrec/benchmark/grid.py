@@ -1,0 +1,163 @@
+"""Grid files: a base config, axes whose values replace whole config nodes, seeds, extra cells.
+
+A grid YAML::
+
+    base: ../configs/quickstart.yaml      # relative to the grid file
+    seeds: [0, 1, 2]
+    commands: [fit, test]                 # flexrec subcommands run per cell (default)
+    set:                                  # overrides applied to every cell
+      trainer.max_epochs: 5
+    axes:                                 # the cross product of these is the grid
+      model.reward: [{name: sequence}, {name: swap}]
+      model.estimator: [grpo, ua_grpo]
+    cells:                                # extra named cells, not crossed with the axes
+      popularity:
+        set: {model.policy: {name: popularity}}
+        commands: [validate, test]
+    reference: swap+ua_grpo               # relative changes in the report are against this cell
+
+Each axis value replaces the whole node at its dotted key (``OmegaConf.update(merge=False)``).
+A cell's name joins its axis labels with ``+``; a label is the value's ``name`` (plus its ``args``,
+if any), or the value itself.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from flexrec.errors import ConfigError
+
+__all__ = ["Cell", "Grid", "label", "load_grid"]
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test")
+
+
+def label(value: Any) -> str:
+    """A short, stable label for an axis value.
+
+    Examples:
+        >>> label({"name": "grpo", "args": {"scale": "none"}})
+        'grpo(scale=none)'
+        >>> label(["maximize_interest", "trend_promotion"])
+        'maximize_interest,trend_promotion'
+    """
+    if isinstance(value, dict) and "name" in value:
+        args = value.get("args") or {}
+        inner = ",".join(f"{k}={label(v)}" for k, v in sorted(args.items()))
+        return f"{value['name']}({inner})" if inner else str(value["name"])
+    if isinstance(value, list | tuple):
+        return ",".join(label(v) for v in value)
+    if isinstance(value, dict):
+        return ",".join(f"{k}={label(v)}" for k, v in sorted(value.items()))
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One configuration of the grid (run once per seed).
+
+    Attributes:
+        name: unique cell name.
+        overrides: dotted key → value applied on top of the base config.
+        commands: flexrec subcommands to run, in order.
+    """
+
+    name: str
+    overrides: dict[str, Any]
+    commands: tuple[str, ...]
+
+    def config(self, base: DictConfig, seed: int, run_dir: Path) -> DictConfig:
+        """The resolved config of this cell for one seed, writing under ``run_dir``."""
+        cfg = base.copy()
+        for key, value in self.overrides.items():
+            OmegaConf.update(cfg, key, value, merge=False)
+        OmegaConf.update(cfg, "seed_everything", seed, merge=False)
+        if OmegaConf.select(cfg, "data.init_args") is not None:
+            # the seed also draws the user split and the tasks, so the standard error over seeds
+            # covers data sampling as well as training randomness
+            OmegaConf.update(cfg, "data.init_args.seed", seed, merge=False)
+        OmegaConf.update(cfg, "trainer.default_root_dir", str(run_dir), merge=False)
+        return cfg
+
+
+@dataclass
+class Grid:
+    """A parsed grid file."""
+
+    path: Path
+    base_path: Path
+    base: DictConfig
+    seeds: list[int]
+    cells: list[Cell]
+    reference: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def select(self, pattern: str | None) -> list[Cell]:
+        """Cells whose name contains ``pattern`` (all when None)."""
+        return [c for c in self.cells if pattern is None or pattern in c.name]
+
+
+def _commands(value: Any, where: str) -> tuple[str, ...]:
+    commands = tuple(value)
+    bad = [c for c in commands if c not in LIGHTNING_COMMANDS]
+    if not commands or bad:
+        raise ConfigError(
+            f"{where}: bad commands {list(commands)}; valid: {', '.join(LIGHTNING_COMMANDS)}"
+        )
+    return commands
+
+
+def load_grid(path: str | Path) -> Grid:
+    """Parse and expand a grid file (see the module docstring).
+
+    Raises:
+        ConfigError: missing file, bad structure, duplicate cell names, unknown reference.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"grid file not found: {path}")
+    try:
+        raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except Exception as exc:
+        raise ConfigError(f"{path}: not a valid YAML grid: {' '.join(str(exc).split())}") from exc
+    if not isinstance(raw, dict) or "base" not in raw:
+        raise ConfigError(f"{path}: a grid needs a 'base' config")
+    unknown = sorted(set(raw) - {"base", "seeds", "commands", "set", "axes", "cells", "reference"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown grid keys {unknown}")
+    base_path = (path.parent / raw["base"]).resolve()
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base config not found: {base_path}")
+    base = OmegaConf.load(base_path)
+    for key, value in (raw.get("set") or {}).items():
+        OmegaConf.update(base, key, value, merge=False)
+    seeds = [int(s) for s in raw.get("seeds", [0])]
+    commands = _commands(raw.get("commands", ["fit", "test"]), str(path))
+    axes = raw.get("axes") or {}
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{path}: axis {key!r} must be a non-empty list")
+    cells = []
+    for combo in itertools.product(*axes.values()):
+        overrides = dict(zip(axes.keys(), combo, strict=True))
+        name = "+".join(label(v) for v in combo) or "base"
+        cells.append(Cell(name, overrides, commands))
+    for name, spec in (raw.get("cells") or {}).items():
+        spec = spec or {}
+        cell_commands = _commands(spec.get("commands", commands), f"{path}: cell {name!r}")
+        cells.append(Cell(str(name), dict(spec.get("set") or {}), cell_commands))
+    names = [c.name for c in cells]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"{path}: duplicate cell names {duplicates}")
+    reference = raw.get("reference")
+    if reference is not None and reference not in names:
+        raise ConfigError(
+            f"{path}: reference cell {reference!r} is not in the grid; cells: {names}"
+        )
+    return Grid(path, base_path, base, seeds, cells, reference, raw)

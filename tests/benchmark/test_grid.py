@@ -1,0 +1,166 @@
+"""flexrec-bench: grid expansion and validation, kill-and-resume, report arithmetic."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from flexrec.benchmark.cli import main
+from flexrec.benchmark.grid import load_grid
+from flexrec.benchmark.report import aggregate, mean_se, write_report
+from flexrec.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+SYNTHETIC = REPO / "configs" / "synthetic.yaml"
+
+GRID = f"""
+base: {SYNTHETIC}
+seeds: [0, 1]
+commands: [fit]
+set:
+  trainer.max_epochs: 1
+  trainer.enable_model_summary: false
+  data.init_args.num_train: 32
+  data.init_args.num_val: 16
+  data.init_args.batch_size: 16
+axes:
+  model.reward: [{{name: sequence}}, {{name: swap, args: {{cutoff: 5}}}}]
+  model.estimator: [grpo, ua_grpo]
+cells:
+  short:
+    set: {{model.group_size: 2}}
+reference: sequence+grpo
+"""
+
+
+def _grid(tmp_path: Path, text: str = GRID) -> Path:
+    path = tmp_path / "grid.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_expansion_names_and_overrides(tmp_path: Path) -> None:
+    grid = load_grid(_grid(tmp_path))
+    names = [c.name for c in grid.cells]
+    assert names == [
+        "sequence+grpo",
+        "sequence+ua_grpo",
+        "swap(cutoff=5)+grpo",
+        "swap(cutoff=5)+ua_grpo",
+        "short",
+    ]
+    cfg = grid.cells[2].config(grid.base, seed=1, run_dir=tmp_path / "r")
+    assert OmegaConf.to_container(cfg.model.reward) == {"name": "swap", "args": {"cutoff": 5}}
+    assert cfg.model.estimator == "grpo" and cfg.seed_everything == 1
+    assert cfg.data.init_args.seed == 1 and cfg.data.init_args.num_train == 32
+    assert cfg.trainer.default_root_dir == str(tmp_path / "r")
+    assert grid.cells[4].config(grid.base, 0, tmp_path).model.group_size == 2
+    assert grid.select("swap") == grid.cells[2:4]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("base: nowhere.yaml\n", "base config not found"),
+        (GRID.replace("reference: sequence+grpo", "reference: nope"), "reference cell 'nope'"),
+        (GRID.replace("axes:", "axis:"), "unknown grid keys ['axis']"),
+    ],
+)
+def test_bad_grid_files(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_grid(_grid(tmp_path, text))
+
+
+def test_dry_run_fails_on_the_bad_cell_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = GRID.replace("[grpo, ua_grpo]", "[grpo, {name: ua_grpo, args: {normalise: batch}}]")
+    assert main(["--grid", str(_grid(tmp_path, bad)), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("flexrec-bench: error: cell 'sequence+ua_grpo(normalise=batch)': ")
+    assert "unknown argument 'normalise'" in err[0]
+    assert not (tmp_path / "benchmarks").exists()
+    assert main(["--grid", str(_grid(tmp_path)), "--dry-run"]) == 0
+    assert "5 cells × 2 seeds = 10 runs, all valid" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_killed_grid_resumes_only_unfinished_runs(tmp_path: Path) -> None:
+    grid = _grid(tmp_path, GRID.replace("seeds: [0, 1]", "seeds: [0]"))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "flexrec.benchmark.cli", "--grid", str(grid), "--out", str(out)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = out / "results"
+    deadline = time.time() + 300
+    while len(list(results.glob("*/*.json"))) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the grid finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in results.glob("*/*.json")}
+    assert 2 <= len(finished) < 5
+    assert not list(results.rglob("*.tmp")) and not list(results.rglob(".*"))
+    for path in finished:
+        assert json.loads(path.read_text())["metrics"]["fit"]  # complete, parseable results
+
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"{5 - len(finished)} runs done, {len(finished)} already finished" in rerun.stdout
+    assert {p: p.stat().st_mtime_ns for p in finished} == finished  # not rerun
+    assert len(list(results.glob("*/*.json"))) == 5
+    report = (out / "report.md").read_text()
+    assert "| swap(cutoff=5)+ua_grpo |" in report and "[oracle]" in report
+    assert list(out.glob("curve_ndcgat5_*.png")) and (out / "bars_ndcgat5.png").is_file()
+
+
+def _result(cell: str, seed: int, val: float, test: float, ref: float) -> dict[str, object]:
+    return {
+        "cell": cell,
+        "seed": seed,
+        "metrics": {
+            "fit": {"val/ndcg@5/a": val, "val_random/ndcg@5/a": ref, "train/loss": 1.0},
+            "test": {"test/ndcg@5/a": test, "test_random/ndcg@5/a": ref},
+        },
+        "curves": {"val/ndcg@5/a": [[0, val / 2], [1, val]]},
+        "wall_s": 1.0,
+    }
+
+
+def test_report_means_and_standard_errors_by_hand(tmp_path: Path) -> None:
+    values = {"base": [0.50, 0.60, 0.70], "new": [0.60, 0.66, 0.75]}
+    for cell, vals in values.items():
+        for seed, v in enumerate(vals):
+            path = tmp_path / "results" / cell / f"seed{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(_result(cell, seed, v, v - 0.1, 0.3 + seed / 10)))
+    rows = {
+        (r.cell, r.split): r
+        for r in aggregate(
+            [json.loads(p.read_text()) for p in sorted((tmp_path / "results").rglob("*.json"))],
+            "base",
+        )
+    }
+    # new: mean 0.67, sample std sqrt(((-.07)^2 + (-.01)^2 + .08^2) / 2) = 0.075498..., se /sqrt(3)
+    new = rows[("new", "val")]
+    assert new.mean == pytest.approx(0.67)
+    assert new.se == pytest.approx(math.sqrt((0.0049 + 0.0001 + 0.0064) / 2) / math.sqrt(3))
+    assert new.relative == pytest.approx((0.67 - 0.6) / 0.6)
+    assert rows[("base", "test")].mean == pytest.approx(0.5) and new.n == 3
+    ref = rows[("[random]", "val")]  # logged by both cells, counted once per seed
+    assert ref.n == 3 and ref.mean == pytest.approx(0.4)
+    assert mean_se([2.0]) == (2.0, 0.0)
+    report = write_report(tmp_path, "base").read_text()
+    assert "| new | 0.6700 ± 0.0436 (+11.7%) |" in report
+    csv_text = (tmp_path / "results.csv").read_text()
+    assert "new,val,ndcg@5,a,0.670000,0.043589,3,0.116667" in csv_text
