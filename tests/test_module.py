@@ -252,3 +252,26 @@ def test_two_process_ddp_on_cpu(tmp_path: Path) -> None:
     assert ckpt["global_step"] == 2
     metrics = _final_metrics(run_dir)
     assert 0.0 < metrics["val/ndcg@5/maximize_interest"] <= 1.0
+
+
+def test_cli_predict_writes_rankings_of_item_ids(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    _flexrec(
+        "fit",
+        f"--config={SYNTHETIC}",
+        "--trainer.max_epochs=1",
+        *SMALL,
+        f"--trainer.default_root_dir={root}",
+        cwd=tmp_path,
+    )
+    ckpt = root / "logs" / "version_0" / "checkpoints" / "last.ckpt"
+    module = FlexRecModule.load_from_checkpoint(ckpt, weights_only=False)
+    data = SyntheticDataModule(num_train=64, num_val=32, batch_size=16)
+    trainer = _trainer(epochs=1)
+    batches = trainer.predict(module, data)
+    rows = [row for batch in batches for row in batch]
+    assert len(rows) == 32
+    val = data.val
+    for i, row in enumerate(rows):
+        assert sorted(row["ranking"]) == sorted(val.candidate_ids[i].tolist())
+        assert row["task"] == i and row["dataset"] == "synthetic"
