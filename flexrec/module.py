@@ -117,9 +117,13 @@ class FlexRecModule(L.LightningModule):
                 self.metrics[f"{split}_{who}"] = RankingMetrics(info.needs, ks=self.hparams.eval_ks)
 
     def setup(self, stage: str) -> None:
-        """Build the policy and the metrics from the trainer's data module, unless built already."""
+        """Build the policy and the metrics from the trainer's data module, unless built already,
+        then let the policy prepare itself on the data module (:meth:`Policy.prepare`)."""
         if self.policy is None:
             self._build(self.trainer.datamodule.info)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None:
+            self.policy.prepare(datamodule)
 
     def on_fit_start(self) -> None:
         """Fit the feedback model on the training split (the critic pre-training stage)."""
@@ -129,6 +133,12 @@ class FlexRecModule(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """AdamW over the policy's trainable parameters."""
         params = [p for p in self.policy.trainable_parameters() if p.requires_grad]
+        if not params:
+            name = type(self.policy).name
+            raise ConfigError(
+                f"policy {name!r} has no trainable parameters: evaluate it with `validate`/`test`"
+                " (or give it trainable parameters) instead of `fit`"
+            )
         return torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
 
     # ------------------------------------------------------------------ training

@@ -40,6 +40,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "flexrec.policies.builtin",
     "flexrec.needs.builtin",
     "flexrec.critic.builtin",
+    "flexrec.baselines.builtin",
 )
 
 _pm: pluggy.PluginManager | None = None

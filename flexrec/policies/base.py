@@ -7,7 +7,7 @@ every sampled permutation is valid by construction and every placed item has its
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -96,8 +96,9 @@ class Policy(nn.Module):
 
     Subclasses set a unique ``name`` and implement :meth:`sample` and :meth:`log_probs`;
     :meth:`rank` and :meth:`reference_log_probs` have generic implementations that subclasses may
-    override. Constructors may accept the context keyword arguments ``num_items``, ``num_features``
-    and ``num_needs``; the trainer passes dataset information for those that a constructor accepts.
+    override, and :meth:`prepare` is an optional hook (default no-op) to fit on the data module.
+    Constructors may accept the context keyword arguments ``num_items``, ``num_features`` and
+    ``num_needs``; the trainer passes dataset information for those that a constructor accepts.
 
     ``Rollout.logprobs`` are the log-probabilities of the policy at temperature 1 (a temperature only
     changes which items are drawn), so they equal :meth:`log_probs` of the same permutations.
@@ -130,6 +131,23 @@ class Policy(nn.Module):
             ``(logprobs [B, G, K], step_logprobs [B, G, K, K])``.
         """
         raise NotImplementedError
+
+    def prepare(self, datamodule: Any) -> None:
+        """Optional one-time preparation with the data module, before training or evaluation.
+
+        :class:`~flexrec.module.FlexRecModule` calls it at the end of ``setup`` (once per trainer
+        stage) with the trainer's data module, when the trainer has one. Policies that learn from
+        data outside the RL loop (e.g. the traditional baselines of :mod:`flexrec.baselines`, which
+        fit on ``datamodule.feedback_training_data()``) override it. An override must use only
+        leak-free data (train users' interactions, features computed before each task's cut) and
+        be idempotent (skip the work when already prepared), since ``setup`` runs for every stage.
+        The default does nothing.
+
+        Args:
+            datamodule: the trainer's data module (e.g. a
+                :class:`~flexrec.data.datamodule.FlexRecDataModule`).
+        """
+        return None
 
     @torch.no_grad()
     def rank(self, batch: RankingBatch) -> Tensor:
