@@ -18,7 +18,15 @@ A grid YAML::
 
 Each axis value replaces the whole node at its dotted key (``OmegaConf.update(merge=False)``).
 A cell's name joins its axis labels with ``+``; a label is the value's ``name`` (plus its ``args``,
-if any), or the value itself.
+if any), or the value itself. An axis given as a mapping instead of a list is a *bundle* axis: each
+entry is a label and the overrides (dotted key → value) that the label stands for::
+
+    axes:
+      data.init_args.dataset: [ml-100k, kuairec-sim]
+      method:
+        flexrec: {model.reward: swap, model.estimator: ua_grpo}
+        grpo: {model.reward: sequence, model.estimator: grpo}
+        popularity: {model.policy: popularity, commands: [validate, test]}
 """
 
 from __future__ import annotations
@@ -138,15 +146,27 @@ def load_grid(path: str | Path) -> Grid:
         OmegaConf.update(base, key, value, merge=False)
     seeds = [int(s) for s in raw.get("seeds", [0])]
     commands = _commands(raw.get("commands", ["fit", "test"]), str(path))
-    axes = raw.get("axes") or {}
-    for key, values in axes.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"{path}: axis {key!r} must be a non-empty list")
+    axes: list[list[tuple[str, dict[str, Any]]]] = []
+    for key, values in (raw.get("axes") or {}).items():
+        if (
+            isinstance(values, dict)
+            and values
+            and all(isinstance(v, dict) for v in values.values())
+        ):
+            axes.append([(str(name), dict(sets)) for name, sets in values.items()])
+        elif isinstance(values, list) and values:
+            axes.append([(label(v), {key: v}) for v in values])
+        else:
+            raise ConfigError(
+                f"{path}: axis {key!r} must be a non-empty list, or a mapping of labels to overrides"
+            )
     cells = []
-    for combo in itertools.product(*axes.values()):
-        overrides = dict(zip(axes.keys(), combo, strict=True))
-        name = "+".join(label(v) for v in combo) or "base"
-        cells.append(Cell(name, overrides, commands))
+    for combo in itertools.product(*axes):
+        overrides = {k: v for _, sets in combo for k, v in sets.items()}
+        name = "+".join(name for name, _ in combo) or "base"
+        # a bundle may carry its own commands (e.g. [validate, test] for an untrained baseline)
+        cell_commands = _commands(overrides.pop("commands", commands), f"{path}: cell {name!r}")
+        cells.append(Cell(name, overrides, cell_commands))
     for name, spec in (raw.get("cells") or {}).items():
         spec = spec or {}
         cell_commands = _commands(spec.get("commands", commands), f"{path}: cell {name!r}")

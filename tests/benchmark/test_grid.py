@@ -67,6 +67,20 @@ def test_expansion_names_and_overrides(tmp_path: Path) -> None:
     assert grid.select("swap") == grid.cells[2:4]
 
 
+def test_bundle_axis_sets_several_keys(tmp_path: Path) -> None:
+    text = GRID.replace(
+        "  model.estimator: [grpo, ua_grpo]\n",
+        "  method:\n"
+        "    flexrec: {model.estimator: ua_grpo, model.group_size: 4}\n"
+        "    grpo: {model.estimator: grpo}\n",
+    )
+    grid = load_grid(_grid(tmp_path, text))
+    assert [c.name for c in grid.cells][:2] == ["sequence+flexrec", "sequence+grpo"]
+    cfg = grid.cells[0].config(grid.base, 0, tmp_path)
+    assert cfg.model.estimator == "ua_grpo" and cfg.model.group_size == 4
+    assert grid.cells[1].config(grid.base, 0, tmp_path).model.group_size == 8
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -164,3 +178,12 @@ def test_report_means_and_standard_errors_by_hand(tmp_path: Path) -> None:
     assert "| new | 0.6700 ± 0.0436 (+11.7%) |" in report
     csv_text = (tmp_path / "results.csv").read_text()
     assert "new,val,ndcg@5,a,0.670000,0.043589,3,0.116667" in csv_text
+
+
+@pytest.mark.parametrize("grid", sorted((REPO / "benchmarks").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_grids_are_valid(grid: Path) -> None:
+    loaded = load_grid(grid)
+    from flexrec.benchmark.runner import validate_grid
+
+    assert validate_grid(loaded) == len(loaded.cells) >= 2
+    assert len(loaded.seeds) >= 3
