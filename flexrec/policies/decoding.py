@@ -14,10 +14,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from flexrec.policies.trie import additive_mask
+
 __all__ = [
     "PrefixState",
     "cache_keyword",
     "decode_tokens",
+    "decode_tree",
+    "drop_last",
     "left_pad",
     "new_cache",
     "prefill",
@@ -138,3 +142,51 @@ def decode_tokens(decoder: nn.Module, state: PrefixState, tokens: Tensor) -> Ten
         **{cache_keyword(decoder): state.cache},
     )
     return out.last_hidden_state
+
+
+def decode_tree(
+    decoder: nn.Module,
+    state: PrefixState,
+    tokens: Tensor,
+    sees: Tensor,
+    positions: Tensor,
+    keep: Tensor,
+) -> Tensor:
+    """Append ``S`` tokens with a custom attention pattern among them (e.g. a token trie).
+
+    Every new token sees everything the state's mask allows, plus the new tokens that ``sees``
+    allows; it is run with an explicit 4D additive mask (eager and SDPA attention; not flash
+    attention). The cache, and ``state.mask`` (with ``keep`` as the new columns), grow by ``S``;
+    ``state.next_position`` and ``state.last_hidden`` are left to the caller.
+
+    Args:
+        decoder: the model's decoder.
+        state: a :class:`PrefixState` with ``N`` rows.
+        tokens: ``[N, S]`` token ids.
+        sees: ``[N, S, S]`` bool; ``sees[n, i, j]`` is True when new token ``i`` attends new
+            token ``j`` (include ``j == i`` for every token).
+        positions: ``[N, S]`` position ids.
+        keep: ``[N, S]`` bool, whether later tokens may attend each new token.
+
+    Returns:
+        ``[N, S, H]`` final hidden states.
+    """
+    n, s = tokens.shape
+    past = state.mask.bool().unsqueeze(1).expand(n, s, state.mask.shape[-1])
+    mask = additive_mask(torch.cat([past, sees], -1), state.last_hidden.dtype)
+    out = decoder(
+        input_ids=tokens,
+        attention_mask=mask,
+        position_ids=positions,
+        use_cache=True,
+        **{cache_keyword(decoder): state.cache},
+    )
+    state.mask = torch.cat([state.mask, keep.to(state.mask.dtype)], -1)
+    return out.last_hidden_state
+
+
+def drop_last(state: PrefixState, count: int) -> None:
+    """Remove the last ``count`` tokens from the state's cache and mask (in place)."""
+    if count > 0:
+        state.cache.crop(-count)
+        state.mask = state.mask[:, :-count]

@@ -94,7 +94,7 @@ def free_text_rankings(
     """
     lm = policy.causal_lm()
     tokenizer = policy.tokenizer
-    labels = [i.strip() for i in policy.candidate_tokens(batch.num_candidates)[0]]
+    labels = [i.strip() for i in policy.identifier_paths(batch.num_candidates)[0]]
     ids, mask = D.left_pad(policy.prompt_ids(batch, answer_prefix=""), tokenizer.pad_token_id)
     greedy = temperature <= 0
     sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": temperature}

@@ -1,7 +1,11 @@
 """``llm``: a causal language model ranking by constrained decoding (transformers + peft).
 
 At every step only the identifiers of the remaining candidates are allowed and the distribution is
-renormalised over them (*convention*), so rankings are always valid permutations. Each prompt is
+renormalised over them (*convention*), so rankings are always valid permutations. When the
+identifiers are not all single tokens, decoding is constrained by a token trie of the identifiers
+(:mod:`flexrec.policies.trie`, *convention*: the probability of a candidate is the product of the
+next-token probabilities along its path, each renormalised over the trie children that still lead
+to a remaining candidate); single-token identifiers use the fast path below. Each prompt is
 prefilled once per task and its KV cache is repeated for the ``G`` rollouts, both when sampling and
 in the training pass (:meth:`LLMPolicy.log_probs` runs the prompt once with gradients and the ``G``
 completions against the shared prefix, so gradients flow through it). Only the identifier rows of
@@ -30,10 +34,18 @@ from flexrec.policies.base import (
     placed_before,
     placed_order_logprobs,
 )
-from flexrec.policies.prompt import DEFAULT_SYSTEM_PROMPT, encode_prompts, resolve_identifiers
+from flexrec.policies.prompt import (
+    DEFAULT_SYSTEM_PROMPT,
+    encode_prompts,
+    resolve_identifier_paths,
+    resolve_identifiers,
+)
+from flexrec.policies.trie import IdentifierTrie
 from flexrec.types import RankingBatch, Rollout
 
-__all__ = ["DEFAULT_LORA", "LLMPolicy", "load_causal_lm"]
+__all__ = ["DEFAULT_LORA", "IDENTIFIER_MODES", "LLMPolicy", "load_causal_lm"]
+
+IDENTIFIER_MODES = ("auto", "single", "trie")
 
 DEFAULT_LORA: dict[str, Any] = {
     "r": 8,
@@ -87,8 +99,12 @@ class LLMPolicy(Policy):
         micro_batch_size: tasks per forward pass (each with its ``G`` rollouts). The graph of all
             micro-batches is kept until ``backward``; split large batches in the trainer to bound
             training memory.
-        identifiers: candidate identifier strings in preference order (default `` A`` … `` z``);
-            only single-token ones are used.
+        identifiers: candidate identifier strings in preference order (default `` A`` … `` z``).
+        identifier_mode: ``"auto"`` (default): the first ``K`` single-token identifiers when there
+            are enough (fast path), else the first ``K`` with distinct, prefix-free token paths,
+            decoded through a token trie; ``"single"``: single tokens only (a ``ValueError``
+            otherwise); ``"trie"``: always the trie over the first ``K`` prefix-free identifiers
+            (multi-token ones included), e.g. to force multi-token identifiers.
         answer_prefix: text after the assistant turn start, before the first identifier.
         system_prompt: system message, or None.
         reasoning_tokens: reasoning-before-ranking budget; ``0`` (default) turns the mode off.
@@ -110,6 +126,7 @@ class LLMPolicy(Policy):
         max_prompt_tokens: int | None = 1024,
         micro_batch_size: int = 4,
         identifiers: Sequence[str] | None = None,
+        identifier_mode: str = "auto",
         answer_prefix: str = "Ranking:",
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         reasoning_tokens: int = 0,
@@ -122,8 +139,14 @@ class LLMPolicy(Policy):
             raise ValueError(f"reasoning_tokens must be >= 0 (0 = off), got {reasoning_tokens}")
         if max_prompt_tokens is not None and max_prompt_tokens < 1:
             raise ValueError(f"max_prompt_tokens must be >= 1 or None, got {max_prompt_tokens}")
+        if identifier_mode not in IDENTIFIER_MODES:
+            raise ValueError(
+                f"identifier_mode must be one of {IDENTIFIER_MODES}, got {identifier_mode!r}"
+            )
         lm, self.tokenizer = load_causal_lm(model, gguf_file, dtype)
         self.identifiers = list(identifiers) if identifiers else None
+        self.identifier_mode = identifier_mode
+        self._paths: dict[int, tuple[list[str], list[list[int]]]] = {}
         self.answer_prefix = answer_prefix
         self.system_prompt = system_prompt
         self.max_prompt_tokens = max_prompt_tokens
@@ -162,14 +185,51 @@ class LLMPolicy(Policy):
         else:
             yield self.causal_lm(reference=True)
 
+    def identifier_paths(self, num_candidates: int) -> tuple[list[str], list[list[int]]]:
+        """The ``K`` identifiers and their token paths, chosen by ``identifier_mode``.
+
+        Raises:
+            ValueError: when the identifiers cannot label ``K`` candidates in this mode.
+        """
+        if num_candidates not in self._paths:
+            args = (self.tokenizer, num_candidates, self.identifiers)
+            if self.identifier_mode == "trie":
+                found = resolve_identifier_paths(*args)
+            else:
+                try:
+                    idents, ids = resolve_identifiers(*args)
+                    found = idents, [[i] for i in ids]
+                except ValueError:
+                    if self.identifier_mode == "single":
+                        raise
+                    found = resolve_identifier_paths(*args)
+            self._paths[num_candidates] = found
+        idents, paths = self._paths[num_candidates]
+        return list(idents), [list(p) for p in paths]
+
+    def uses_trie(self, num_candidates: int) -> bool:
+        """Whether ``K`` candidates are decoded through the token trie (not the fast path)."""
+        paths = self.identifier_paths(num_candidates)[1]
+        return self.identifier_mode == "trie" or any(len(p) > 1 for p in paths)
+
+    def identifier_trie(self, num_candidates: int) -> IdentifierTrie:
+        """The token trie of the ``K`` identifiers, on the model's device."""
+        return IdentifierTrie(self.identifier_paths(num_candidates)[1]).to(self._device())
+
     def candidate_tokens(self, num_candidates: int) -> tuple[list[str], Tensor]:
-        """Identifiers and their token ids ``[K]`` for ``K`` candidates."""
-        idents, ids = resolve_identifiers(self.tokenizer, num_candidates, self.identifiers)
-        return idents, torch.tensor(ids, dtype=torch.long)
+        """Identifiers and their token ids ``[K]`` for ``K`` single-token candidates.
+
+        Raises:
+            ValueError: when the identifiers are multi-token (see :meth:`identifier_paths`).
+        """
+        idents, paths = self.identifier_paths(num_candidates)
+        if any(len(p) != 1 for p in paths):
+            raise ValueError("the identifiers are multi-token; use identifier_paths")
+        return idents, torch.tensor([p[0] for p in paths], dtype=torch.long)
 
     def prompt_ids(self, batch: RankingBatch, answer_prefix: str | None = None) -> list[list[int]]:
         """Token ids of each task's prompt (see :func:`~flexrec.policies.prompt.encode_prompts`)."""
-        idents, _ = self.candidate_tokens(batch.num_candidates)
+        idents, _ = self.identifier_paths(batch.num_candidates)
         return encode_prompts(
             self.tokenizer,
             batch,
@@ -217,6 +277,8 @@ class LLMPolicy(Policy):
         """
         if self.reasoning_tokens:
             R.generate_reasoning(self, batch, group_size, temperature)
+        if self.uses_trie(batch.num_candidates):
+            return self._sample_trie(batch, group_size, temperature)
         prompts, g = self._ranking_prompts(batch, group_size)
         lm = self.causal_lm()
         decoder = lm.get_decoder()
@@ -252,6 +314,8 @@ class LLMPolicy(Policy):
     def _teacher_forced(
         self, lm: nn.Module, batch: RankingBatch, permutations: Tensor
     ) -> tuple[Tensor, Tensor]:
+        if self.uses_trie(permutations.shape[-1]):
+            return self._teacher_forced_trie(lm, batch, permutations)
         decoder = lm.get_decoder()
         b, group_size, k = permutations.shape
         prompts, g = self._ranking_prompts(batch, group_size)
@@ -275,6 +339,184 @@ class LLMPolicy(Policy):
             steps.append(torch.cat(scores, 1).reshape(n, g, k, k))
         step_scores = torch.cat(steps).float().reshape(b, group_size, k, k)
         step_logprobs = masked_log_softmax(step_scores, placed_before(permutations))
+        return placed_order_logprobs(step_logprobs, permutations), step_logprobs
+
+    # --- multi-token identifiers: constrained decoding through the token trie ---------------
+
+    @staticmethod
+    def _edge_scores(lm: nn.Module, hidden: Tensor, trie: IdentifierTrie) -> Tensor:
+        """Edge logits ``[..., V]`` from internal-node hidden states ``[..., U, H]``."""
+        head = lm.get_output_embeddings()
+        parents = hidden.index_select(-2, trie.edge_parent)  # [..., V, H]
+        scores = (parents * head.weight[trie.edge_token]).sum(-1)
+        if getattr(head, "bias", None) is not None:
+            scores = scores + head.bias[trie.edge_token]
+        return scores
+
+    @staticmethod
+    def _trie_step(
+        decoder: nn.Module, state: D.PrefixState, trie: IdentifierTrie, previous: Tensor | None
+    ) -> Tensor:
+        """Append the identifiers just placed, then evaluate the trie's internal nodes.
+
+        One forward pass: the ``[N]`` candidates ``previous`` (their paths right-padded, the padding
+        masked out; None at the first step) and the ``M`` non-root internal nodes of the trie,
+        which see the context and their ancestors. The trie nodes are then dropped from the cache.
+
+        Returns:
+            ``[N, U, H]`` hidden states of the internal nodes (the root first).
+        """
+        n = state.mask.shape[0]
+        device = state.mask.device
+        m = trie.num_inner
+        if previous is None:
+            chunk = torch.zeros(n, 0, dtype=torch.long, device=device)
+            length = torch.zeros(n, dtype=torch.long, device=device)
+        else:
+            chunk = trie.path_tokens[previous]
+            length = trie.path_length[previous]
+        d = chunk.shape[1]
+        valid = torch.arange(d, device=device) < length.unsqueeze(-1)  # [N, d]
+        if d + m == 0:
+            return state.last_hidden.unsqueeze(1)
+        sees = torch.zeros(n, d + m, d + m, dtype=torch.bool, device=device)
+        causal = torch.ones(d, d, dtype=torch.bool, device=device).tril()
+        sees[:, :d, :d] = causal & valid.unsqueeze(1)
+        sees[:, d:, :d] = valid.unsqueeze(1)
+        sees[:, d:, d:] = trie.inner_sees
+        start = state.next_position.unsqueeze(-1)
+        positions = torch.cat(
+            [
+                start + (valid.long().cumsum(-1) - 1).clamp_min(0),
+                start + length.unsqueeze(-1) + trie.inner_depth - 1,
+            ],
+            -1,
+        )
+        tokens = torch.cat([chunk, trie.inner_token.expand(n, m)], -1)
+        keep = torch.cat([valid, valid.new_zeros(n, m)], -1)
+        hidden = D.decode_tree(decoder, state, tokens, sees, positions, keep)
+        D.drop_last(state, m)
+        if d:
+            state.last_hidden = hidden[torch.arange(n, device=device), length - 1]
+            state.next_position = state.next_position + length
+        return torch.cat([state.last_hidden.unsqueeze(1), hidden[:, d:]], 1)
+
+    def _sample_trie(self, batch: RankingBatch, group_size: int, temperature: float) -> Rollout:
+        """:meth:`sample` with multi-token identifiers (one forward pass per step).
+
+        Candidates are drawn from the exact per-step trie distribution (equivalent to drawing
+        token by token through the trie at temperature 1); *convention*: the temperature, and
+        greedy decoding, apply to that candidate-level distribution.
+        """
+        prompts, g = self._ranking_prompts(batch, group_size)
+        lm = self.causal_lm()
+        decoder = lm.get_decoder()
+        k = batch.num_candidates
+        trie = self.identifier_trie(k)
+        perms, steps = [], []
+        for _, ids, mask in self._chunks(prompts):
+            n = ids.shape[0]
+            state = D.prefill(decoder, lm.config, ids, mask).repeat(g)
+            placed = torch.zeros(n * g, k, dtype=torch.bool, device=ids.device)
+            chosen, logps = [], []
+            for step in range(k):
+                if step < k - 1:
+                    previous = chosen[-1] if chosen else None
+                    hidden = self._trie_step(decoder, state, trie, previous)
+                    logp = trie.log_probs(self._edge_scores(lm, hidden, trie), placed)
+                else:  # one candidate left: probability exactly 1
+                    logp = torch.zeros(n * g, k, device=ids.device).masked_fill(placed, -torch.inf)
+                pick = choose(logp, temperature)
+                chosen.append(pick)
+                logps.append(logp)
+                placed = placed.scatter(-1, pick.unsqueeze(-1), True)
+            perms.append(torch.stack(chosen, -1).reshape(n, g, k))
+            steps.append(torch.stack(logps, -2).reshape(n, g, k, k))
+        shape = (batch.batch_size, group_size, k)
+        permutations = torch.cat(perms).reshape(shape)
+        step_logprobs = torch.cat(steps).float().reshape(*shape, k)
+        return Rollout(
+            permutations=permutations,
+            logprobs=placed_order_logprobs(step_logprobs, permutations),
+            step_logprobs=step_logprobs,
+        )
+
+    def _teacher_forced_trie(
+        self, lm: nn.Module, batch: RankingBatch, permutations: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`log_probs` with multi-token identifiers: one packed pass per micro-batch.
+
+        Each rollout's sequence is the paths of ``a_1 .. a_{K-2}`` (right-padded per identifier,
+        padding masked out) followed by ``K - 1`` copies of the trie's internal nodes; copy ``k``
+        sees the prompt, the paths of ``a_<k`` and its own ancestors, with the positions it has
+        when sampling, so the numbers are those of :meth:`_sample_trie`.
+        """
+        decoder = lm.get_decoder()
+        b, group_size, k = permutations.shape
+        prompts, g = self._ranking_prompts(batch, group_size)
+        trie = self.identifier_trie(k)
+        permutations = permutations.to(self._device())
+        rows = permutations.reshape(len(prompts), g, k)
+        width, m = trie.path_tokens.shape[1], trie.num_inner
+        copies = max(k - 1, 0)  # the steps that need the model
+        steps = []
+        for part, ids, mask in self._chunks(prompts):
+            n = ids.shape[0]
+            perms = rows[part].reshape(n * g, k)
+            state = D.prefill(decoder, lm.config, ids, mask).repeat(g)
+            device = ids.device
+            context = perms[:, : max(k - 2, 0)]  # [N, C]
+            lengths = trie.path_length[context]
+            chunk = trie.path_tokens[context].flatten(1)  # [N, C * width]
+            slot = torch.arange(width, device=device)
+            valid = (slot < lengths.unsqueeze(-1)).flatten(1)
+            lc = chunk.shape[1]
+            owner = torch.arange(lc, device=device) // width  # placed item (0-based) of a slot
+            roots = [state.last_hidden.unsqueeze(1)]
+            hidden_inner = None
+            if lc + copies * m:
+                s = lc + copies * m
+                sees = torch.zeros(n * g, s, s, dtype=torch.bool, device=device)
+                causal = torch.ones(lc, lc, dtype=torch.bool, device=device).tril()
+                sees[:, :lc, :lc] = causal & valid.unsqueeze(1)
+                copy_of = torch.arange(copies, device=device).repeat_interleave(m)
+                sees[:, lc:, :lc] = (owner < copy_of.unsqueeze(-1)) & valid.unsqueeze(1)
+                eye = torch.eye(copies, dtype=torch.bool, device=device)
+                sees[:, lc:, lc:] = torch.kron(eye.int(), trie.inner_sees.int()).bool()
+                offset = torch.cat([lengths.new_zeros(n * g, 1), lengths.cumsum(-1)], -1)
+                start = state.next_position.unsqueeze(-1)
+                positions = torch.cat(
+                    [
+                        start + (valid.long().cumsum(-1) - 1).clamp_min(0),
+                        (
+                            start.unsqueeze(-1)
+                            + offset[:, :copies].unsqueeze(-1)
+                            + trie.inner_depth
+                            - 1
+                        ).flatten(1),
+                    ],
+                    -1,
+                )
+                tokens = torch.cat([chunk, trie.inner_token.repeat(copies).expand(n * g, -1)], -1)
+                keep = torch.ones_like(tokens, dtype=torch.bool)
+                hidden = D.decode_tree(decoder, state, tokens, sees, positions, keep)
+                if lc:
+                    ends = torch.arange(context.shape[1], device=device) * width + lengths - 1
+                    index = ends.unsqueeze(-1).expand(*ends.shape, hidden.shape[-1])
+                    roots.append(hidden.gather(1, index))
+                if m:
+                    hidden_inner = hidden[:, lc:].reshape(n * g, copies, m, hidden.shape[-1])
+            step_before = placed_before(perms)
+            parts = []
+            if copies:
+                root = torch.cat(roots, 1)[:, :copies].unsqueeze(2)  # [N, copies, 1, H]
+                nodes = root if hidden_inner is None else torch.cat([root, hidden_inner], 2)
+                scores = self._edge_scores(lm, nodes, trie)
+                parts.append(trie.log_probs(scores, step_before[:, :copies]))
+            last = step_before[:, k - 1 :]
+            parts.append(torch.zeros(last.shape, device=device).masked_fill(last, -torch.inf))
+            steps.append(torch.cat(parts, 1).reshape(n, g, k, k))
+        step_logprobs = torch.cat(steps).float().reshape(b, group_size, k, k)
         return placed_order_logprobs(step_logprobs, permutations), step_logprobs
 
     def log_probs(self, batch: RankingBatch, permutations: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,9 +1,11 @@
 """Prompts and candidate identifiers of the LLM policy.
 
-Candidates are labelled by short identifiers (default `` A`` … `` Z``, then `` a`` … `` z``) that must
-be single, distinct tokens of the tokenizer: each ranking step then emits exactly one token, and
-constrained decoding only needs the identifier rows of the output head. :func:`resolve_identifiers`
-validates them per tokenizer and skips those that are not single tokens.
+Candidates are labelled by short identifiers (default `` A`` … `` Z``, then `` a`` … `` z``). When they
+are single, distinct tokens of the tokenizer, each ranking step emits exactly one token and
+constrained decoding only needs the identifier rows of the output head: :func:`resolve_identifiers`
+validates them per tokenizer and skips those that are not single tokens. Otherwise the LLM policy
+falls back to multi-token identifiers decoded through a token trie
+(:mod:`flexrec.policies.trie`); :func:`resolve_identifier_paths` picks their token paths.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
     "build_messages",
     "encode_prompts",
+    "resolve_identifier_paths",
     "resolve_identifiers",
 ]
 
@@ -65,6 +68,49 @@ def resolve_identifiers(
         f"only {len(chosen)} of the identifiers are single distinct tokens of this tokenizer, "
         f"K={num_candidates} are needed; not single tokens: {rejected[:10]}. Pass more "
         "`identifiers` (e.g. ' A'..' Z', ' a'..' z') or use fewer candidates."
+    )
+
+
+def resolve_identifier_paths(
+    tokenizer: Any, num_candidates: int, identifiers: Sequence[str] | None = None
+) -> tuple[list[str], list[list[int]]]:
+    """The first ``num_candidates`` identifiers whose token paths are distinct and prefix-free.
+
+    Multi-token identifiers are allowed. An identifier is skipped when its token path is empty, or
+    equal to, a prefix of, or prefixed by the path of an identifier already chosen: every
+    candidate must then end at its own leaf of the token trie. Identifiers of equal length in
+    characters (e.g. zero-padded numbers) are always prefix-free.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        num_candidates: ``K``.
+        identifiers: candidate identifier strings (with their leading space), in preference order;
+            default :data:`DEFAULT_IDENTIFIERS`.
+
+    Returns:
+        ``(identifiers, token_paths)``, both of length ``K`` (each path a list of token ids).
+
+    Raises:
+        ValueError: when fewer than ``K`` identifiers have distinct, prefix-free token paths.
+    """
+    chosen: list[str] = []
+    paths: list[list[int]] = []
+    rejected: list[str] = []
+    for ident in list(identifiers or DEFAULT_IDENTIFIERS):
+        ids = list(tokenizer.encode(ident, add_special_tokens=False))
+        # Equal to, a prefix of, or an extension of a chosen path.
+        clash = any(p[: len(ids)] == ids or ids[: len(p)] == p for p in paths)
+        if ids and not clash:
+            chosen.append(ident)
+            paths.append(ids)
+            if len(chosen) == num_candidates:
+                return chosen, paths
+        else:
+            rejected.append(ident)
+    raise ValueError(
+        f"only {len(chosen)} of the identifiers have distinct, prefix-free token paths, "
+        f"K={num_candidates} are needed; rejected: {rejected[:10]}. Pass more `identifiers` "
+        "(e.g. zero-padded numbers ' 01'..' 20') or use fewer candidates."
     )
 
 
