@@ -154,17 +154,18 @@ def _plots(results: list[dict[str, Any]], rows: list[Summary], out: Path) -> lis
                     curves[result["cell"]][epoch].append(value)
             if not curves:
                 continue
-            fig, ax = plt.subplots(figsize=(7, 4.5))
-            for cell, points in curves.items():
+            fig, ax = plt.subplots(figsize=(8, 5))
+            colors = plt.cm.tab20.colors
+            for i, (cell, points) in enumerate(curves.items()):
                 epochs = sorted(points)
-                ax.plot(
-                    epochs,
-                    [sum(points[e]) / len(points[e]) for e in epochs],
-                    marker="o",
-                    label=cell,
-                )
+                means = [sum(points[e]) / len(points[e]) for e in epochs]
+                color = colors[i % len(colors)]
+                if len(epochs) == 1:  # an untrained baseline: one evaluation, drawn as a level
+                    ax.axhline(means[0], linestyle="--", linewidth=1, color=color, label=cell)
+                else:
+                    ax.plot(epochs, means, marker="o", color=color, label=cell)
             ax.set(xlabel="epoch", ylabel=f"val {metric}", title=f"{need}: validation {metric}")
-            ax.legend(fontsize=7)
+            ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
             name = f"curve_{metric}_{need}.png".replace("@", "at")
             fig.tight_layout()
             fig.savefig(out / name, dpi=110)
