@@ -302,14 +302,7 @@ class LLMPolicy(Policy):
                 placed = placed.scatter(-1, pick.unsqueeze(-1), True)
             perms.append(torch.stack(chosen, -1).reshape(n, g, k))
             steps.append(torch.stack(logps, -2).reshape(n, g, k, k))
-        shape = (batch.batch_size, group_size, k)
-        permutations = torch.cat(perms).reshape(shape)
-        step_logprobs = torch.cat(steps).float().reshape(*shape, k)
-        return Rollout(
-            permutations=permutations,
-            logprobs=placed_order_logprobs(step_logprobs, permutations),
-            step_logprobs=step_logprobs,
-        )
+        return _rollout(perms, steps, (batch.batch_size, group_size, k))
 
     def _teacher_forced(
         self, lm: nn.Module, batch: RankingBatch, permutations: Tensor
@@ -432,14 +425,7 @@ class LLMPolicy(Policy):
                 placed = placed.scatter(-1, pick.unsqueeze(-1), True)
             perms.append(torch.stack(chosen, -1).reshape(n, g, k))
             steps.append(torch.stack(logps, -2).reshape(n, g, k, k))
-        shape = (batch.batch_size, group_size, k)
-        permutations = torch.cat(perms).reshape(shape)
-        step_logprobs = torch.cat(steps).float().reshape(*shape, k)
-        return Rollout(
-            permutations=permutations,
-            logprobs=placed_order_logprobs(step_logprobs, permutations),
-            step_logprobs=step_logprobs,
-        )
+        return _rollout(perms, steps, (batch.batch_size, group_size, k))
 
     def _teacher_forced_trie(
         self, lm: nn.Module, batch: RankingBatch, permutations: Tensor
@@ -534,3 +520,15 @@ class LLMPolicy(Policy):
     def no_adapter(self) -> Any:
         """Context manager under which the policy acts as pi_ref (LoRA only; else a no-op)."""
         return self.model.disable_adapter() if self.use_lora else nullcontext()
+
+
+def _rollout(perms: list[Tensor], steps: list[Tensor], shape: tuple[int, int, int]) -> Rollout:
+    """Concatenate per-micro-batch permutations ``[n, G, K]`` and step log-probs
+    ``[n, G, K, K]`` into one :class:`Rollout` of ``shape = (B, G, K)``."""
+    permutations = torch.cat(perms).reshape(shape)
+    step_logprobs = torch.cat(steps).float().reshape(*shape, shape[-1])
+    return Rollout(
+        permutations=permutations,
+        logprobs=placed_order_logprobs(step_logprobs, permutations),
+        step_logprobs=step_logprobs,
+    )
