@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flexrec.benchmark.grid import label
 from flexrec.errors import ConfigError
 
 __all__ = ["Summary", "aggregate", "load_results", "mean_se", "write_report"]
@@ -86,7 +87,9 @@ def aggregate(results: list[dict[str, Any]], reference: str | None = None) -> li
     """Mean ± standard error over seeds per (cell, split, metric, need).
 
     Reference rankings logged by the runs become extra cells named ``[oracle]``, ``[random]``,
-    ``[feature_popularity]``, ... (one sample per seed, from the first cell that logged it).
+    ``[feature_popularity]``, ... (one sample per seed, from the first cell that logged it), with
+    the labels of the cell's ``data.*`` overrides appended when the grid varies the data (e.g.
+    ``[oracle] ml-100k``).
     """
     samples: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
     order: list[str] = []
@@ -94,8 +97,14 @@ def aggregate(results: list[dict[str, Any]], reference: str | None = None) -> li
     for result in results:
         if result["cell"] not in order:
             order.append(result["cell"])
+        data = "+".join(
+            label(v)
+            for k, v in sorted(result.get("overrides", {}).items())
+            if k.startswith("data.")
+        )
         for (who, split, metric, need), value in _final_values(result).items():
-            cell = result["cell"] if not who else f"[{who}]"
+            # references depend only on the tasks: one per data configuration of the grid
+            cell = result["cell"] if not who else f"[{who}]" + (f" {data}" if data else "")
             if who and (result["seed"], split, metric, need) in _seen(reference_seeds, cell):
                 continue  # every cell logs the same references: count each seed once
             if who:

@@ -174,6 +174,11 @@ def test_report_means_and_standard_errors_by_hand(tmp_path: Path) -> None:
     ref = rows[("[random]", "val")]  # logged by both cells, counted once per seed
     assert ref.n == 3 and ref.mean == pytest.approx(0.4)
     assert mean_se([2.0]) == (2.0, 0.0)
+    other = _result("other", 0, 0.5, 0.4, 0.9)
+    other["overrides"] = {"data.init_args.dataset": "ml-100k"}
+    per_data = {(r.cell, r.split): r for r in aggregate([_result("base", 0, 0.5, 0.4, 0.3), other])}
+    assert per_data[("[random]", "val")].mean == pytest.approx(0.3)
+    assert per_data[("[random] ml-100k", "val")].mean == pytest.approx(0.9)
     report = write_report(tmp_path, "base").read_text()
     assert "| new | 0.6700 ± 0.0436 (+11.7%) |" in report
     csv_text = (tmp_path / "results.csv").read_text()
