@@ -18,8 +18,9 @@ pi_ref is the base model with the LoRA adapters disabled, or, for full fine-tuni
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from typing import Any
 
 import torch
@@ -288,21 +289,48 @@ class LLMPolicy(Policy):
         for _, ids, mask in self._chunks(prompts):
             n = ids.shape[0]
             state = D.prefill(decoder, lm.config, ids, mask).repeat(g)
-            scores = self._scores(lm, state.last_hidden, token_ids)
-            placed = torch.zeros(n * g, k, dtype=torch.bool, device=ids.device)
-            chosen, logps = [], []
-            for step in range(k):
-                if 0 < step < k - 1:
-                    hidden = D.decode_tokens(decoder, state, token_ids[chosen[-1]].unsqueeze(-1))
-                    scores = self._scores(lm, hidden[:, -1], token_ids)
-                logp = masked_log_softmax(scores, placed)
-                pick = choose(logp, temperature)
-                chosen.append(pick)
-                logps.append(logp)
-                placed = placed.scatter(-1, pick.unsqueeze(-1), True)
-            perms.append(torch.stack(chosen, -1).reshape(n, g, k))
-            steps.append(torch.stack(logps, -2).reshape(n, g, k, k))
+            first = self._scores(lm, state.last_hidden, token_ids)
+            step_logp = partial(self._token_step, lm, decoder, state, token_ids, first)
+            perm, step = _decode(step_logp, n * g, k, temperature, ids.device)
+            perms.append(perm.reshape(n, g, k))
+            steps.append(step.reshape(n, g, k, k))
         return _rollout(perms, steps, (batch.batch_size, group_size, k))
+
+    def _token_step(
+        self,
+        lm: nn.Module,
+        decoder: nn.Module,
+        state: Any,
+        token_ids: Tensor,
+        first: Tensor,
+        step: int,
+        chosen: list[Tensor],
+        placed: Tensor,
+    ) -> Tensor:
+        """One single-token decoding step: append the last pick, score the identifiers."""
+        scores = first
+        k = placed.shape[-1]
+        if 0 < step < k - 1:
+            hidden = D.decode_tokens(decoder, state, token_ids[chosen[-1]].unsqueeze(-1))
+            scores = self._scores(lm, hidden[:, -1], token_ids)
+        return masked_log_softmax(scores, placed)
+
+    def _trie_sample_step(
+        self,
+        lm: nn.Module,
+        decoder: nn.Module,
+        state: Any,
+        trie: Any,
+        step: int,
+        chosen: list[Tensor],
+        placed: Tensor,
+    ) -> Tensor:
+        """One trie decoding step: append the last pick, evaluate the trie's internal nodes."""
+        if step == placed.shape[-1] - 1:  # one candidate left: probability exactly 1
+            return torch.zeros(placed.shape, device=placed.device).masked_fill(placed, -torch.inf)
+        previous = chosen[-1] if chosen else None
+        hidden = self._trie_step(decoder, state, trie, previous)
+        return trie.log_probs(self._edge_scores(lm, hidden, trie), placed)
 
     def _teacher_forced(
         self, lm: nn.Module, batch: RankingBatch, permutations: Tensor
@@ -410,21 +438,10 @@ class LLMPolicy(Policy):
         for _, ids, mask in self._chunks(prompts):
             n = ids.shape[0]
             state = D.prefill(decoder, lm.config, ids, mask).repeat(g)
-            placed = torch.zeros(n * g, k, dtype=torch.bool, device=ids.device)
-            chosen, logps = [], []
-            for step in range(k):
-                if step < k - 1:
-                    previous = chosen[-1] if chosen else None
-                    hidden = self._trie_step(decoder, state, trie, previous)
-                    logp = trie.log_probs(self._edge_scores(lm, hidden, trie), placed)
-                else:  # one candidate left: probability exactly 1
-                    logp = torch.zeros(n * g, k, device=ids.device).masked_fill(placed, -torch.inf)
-                pick = choose(logp, temperature)
-                chosen.append(pick)
-                logps.append(logp)
-                placed = placed.scatter(-1, pick.unsqueeze(-1), True)
-            perms.append(torch.stack(chosen, -1).reshape(n, g, k))
-            steps.append(torch.stack(logps, -2).reshape(n, g, k, k))
+            step_logp = partial(self._trie_sample_step, lm, decoder, state, trie)
+            perm, step = _decode(step_logp, n * g, k, temperature, ids.device)
+            perms.append(perm.reshape(n, g, k))
+            steps.append(step.reshape(n, g, k, k))
         return _rollout(perms, steps, (batch.batch_size, group_size, k))
 
     def _teacher_forced_trie(
@@ -532,3 +549,30 @@ def _rollout(perms: list[Tensor], steps: list[Tensor], shape: tuple[int, int, in
         logprobs=placed_order_logprobs(step_logprobs, permutations),
         step_logprobs=step_logprobs,
     )
+
+
+def _decode(
+    step_logp: Callable[[int, list[Tensor], Tensor], Tensor],
+    rows: int,
+    k: int,
+    temperature: float,
+    device: torch.device,
+) -> tuple[Tensor, Tensor]:
+    """Place ``k`` candidates one step at a time for ``rows`` rollouts.
+
+    ``step_logp(step, chosen, placed)`` returns the masked log-probabilities ``[rows, K]`` of a
+    step given the candidates chosen so far and the ``[rows, K]`` placed mask.
+
+    Returns:
+        permutations ``[rows, K]`` and per-step log-probabilities ``[rows, K, K]``.
+    """
+    placed = torch.zeros(rows, k, dtype=torch.bool, device=device)
+    chosen: list[Tensor] = []
+    logps = []
+    for step in range(k):
+        logp = step_logp(step, chosen, placed)
+        pick = choose(logp, temperature)
+        chosen.append(pick)
+        logps.append(logp)
+        placed = placed.scatter(-1, pick.unsqueeze(-1), True)
+    return torch.stack(chosen, -1), torch.stack(logps, -2)
