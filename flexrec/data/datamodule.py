@@ -104,7 +104,13 @@ class FlexRecDataModule(L.LightningDataModule):
     Args:
         dataset: a dataset name (``ml-latest-small``, ``ml-100k``, ``kuairec-sim``, ...) or path.
         root: folder of the named datasets (default ``$FLEXREC_DATA_DIR``).
-        needs: need specs (names or ``{name, args}``); tasks are built for every need.
+        needs: need specs (names or ``{name, args}``) to train on; tasks are built for every need.
+        eval_needs: need specs val / test are scored on (default: ``needs``). Needs listed here but
+            not in ``needs`` are never trained on (generalisation to unseen needs); they join the
+            need vocabulary after the training needs. Needs in ``needs`` but not here are trained
+            on and not evaluated.
+        eval_instructions: the paraphrase of val / test tasks: ``canonical`` (each need's first
+            instruction, the default) or ``held_out`` (paraphrases training never sees).
         history_len: ``L``.
         num_candidates: ``K``.
         train_cuts_per_user: cuts per train user.
@@ -124,6 +130,8 @@ class FlexRecDataModule(L.LightningDataModule):
         dataset: str = "ml-latest-small",
         root: str | None = None,
         needs: Sequence[str | dict[str, Any]] = ("maximize_interest",),
+        eval_needs: Sequence[str | dict[str, Any]] | None = None,
+        eval_instructions: str = "canonical",
         history_len: int = 10,
         num_candidates: int = 20,
         train_cuts_per_user: int = 4,
@@ -140,6 +148,8 @@ class FlexRecDataModule(L.LightningDataModule):
         self.save_hyperparameters()
         self.data: InteractionData | None = None
         self.needs: list[Need] = []
+        self.train_needs: tuple[str, ...] = ()
+        self.eval_needs: tuple[str, ...] = ()
         self.tasks: dict[str, TaskSet] = {}
 
     def setup(self, stage: str | None = None) -> None:
@@ -149,12 +159,21 @@ class FlexRecDataModule(L.LightningDataModule):
         hp = self.hparams
         root = Path(hp.root) if hp.root else None
         self.data = load_dataset(hp.dataset, root)
+        train = [build_need(spec) for spec in hp.needs]
+        evaluated = train if hp.eval_needs is None else [build_need(s) for s in hp.eval_needs]
+        for key, group in (("needs", train), ("eval_needs", evaluated)):
+            names = [n.name for n in group]
+            if not names:
+                raise ValueError(f"{key} is empty: name at least one need")
+            if len(set(names)) != len(names):
+                raise ValueError(f"{key} must be distinct, got {names}")
+        train_names = {n.name for n in train}
         self.needs = [
-            build_need(spec).bind(self.data.scale, self.data.trend_window) for spec in hp.needs
+            need.bind(self.data.scale, self.data.trend_window)
+            for need in train + [n for n in evaluated if n.name not in train_names]
         ]
-        names = [n.name for n in self.needs]
-        if len(set(names)) != len(names):
-            raise ValueError(f"needs must be distinct, got {names}")
+        self.train_needs = tuple(n.name for n in train)
+        self.eval_needs = tuple(n.name for n in evaluated)
         tasks = build_tasks(
             self.data,
             self.needs,
@@ -163,6 +182,7 @@ class FlexRecDataModule(L.LightningDataModule):
             hp.train_cuts_per_user,
             hp.sparse_p,
             hp.seed,
+            eval_instructions=hp.eval_instructions,
         )
         self.tasks = tasks
 
@@ -181,15 +201,24 @@ class FlexRecDataModule(L.LightningDataModule):
         )
 
     def _indices(self, split: str) -> list[int]:
-        n = len(self.tasks[split])
-        if split == "train" and self.hparams.max_train_tasks is not None:
-            rng = np.random.default_rng([self.hparams.seed, 41])
-            return sorted(rng.permutation(n)[: self.hparams.max_train_tasks].tolist())
-        if split != "train" and self.hparams.max_eval_tasks is not None:
-            per_need = n // max(len(self.needs), 1)
-            keep = min(per_need, max(self.hparams.max_eval_tasks // len(self.needs), 1))
-            return [j * per_need + i for j in range(len(self.needs)) for i in range(keep)]
-        return list(range(n))
+        """The split's task indices: training needs for ``train``, evaluated needs otherwise
+        (tasks are stored need after need, ``per_need`` each)."""
+        names = [n.name for n in self.needs]
+        used = self.train_needs if split == "train" else self.eval_needs
+        blocks = [names.index(name) for name in used]
+        per_need = len(self.tasks[split]) // max(len(names), 1)
+        if split == "train":
+            n = len(blocks) * per_need
+            picked = range(n)
+            if self.hparams.max_train_tasks is not None:
+                rng = np.random.default_rng([self.hparams.seed, 41])
+                picked = sorted(rng.permutation(n)[: self.hparams.max_train_tasks].tolist())
+            # position p of the kept training tasks → block blocks[p // per_need]
+            return [blocks[p // per_need] * per_need + p % per_need for p in picked]
+        keep = per_need
+        if self.hparams.max_eval_tasks is not None:
+            keep = min(per_need, max(self.hparams.max_eval_tasks // len(blocks), 1))
+        return [j * per_need + i for j in blocks for i in range(keep)]
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader[Any]:
         self.setup()

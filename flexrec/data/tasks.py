@@ -27,6 +27,7 @@ from flexrec.needs.base import Need, NeedContext
 __all__ = ["SPLITS", "TaskSet", "build_tasks", "split_users"]
 
 SPLITS = ("train", "val", "test")
+EVAL_INSTRUCTIONS = ("canonical", "held_out")
 
 
 @dataclass
@@ -132,6 +133,7 @@ def build_tasks(
     seed: int = 0,
     min_history: int = 1,
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    eval_instructions: str = "canonical",
 ) -> dict[str, TaskSet]:
     """Build the tasks of every split for every need.
 
@@ -145,12 +147,19 @@ def build_tasks(
         seed: seed of the split, cuts, shuffles, instructions and sparse mask.
         min_history: history interactions required before a cut.
         fractions: train / val / test user shares.
+        eval_instructions: the paraphrase val / test tasks carry: ``canonical`` (each need's
+            first instruction) or ``held_out`` (a seeded draw among the paraphrases that training
+            never uses). Training tasks always draw among the non-held-out paraphrases.
 
     Returns:
         ``{"train": TaskSet, "val": TaskSet, "test": TaskSet}``.
     """
     if sparse_p is not None and not 0.0 < sparse_p <= 1.0:
         raise ValueError(f"sparse_p must be in (0, 1], got {sparse_p}")
+    if eval_instructions not in EVAL_INSTRUCTIONS:
+        raise ValueError(
+            f"eval_instructions must be one of {list(EVAL_INSTRUCTIONS)}, got {eval_instructions!r}"
+        )
     splits = split_users(data.num_users, seed, fractions)
     visible = np.ones(data.num_interactions, dtype=bool)
     if sparse_p is not None:
@@ -166,7 +175,18 @@ def build_tasks(
             data, splits[split], per_user, num_candidates, min_history, rng
         )
         out[split] = _assemble(
-            data, needs, clock, visible, users, first, split, history_len, num_candidates, rng, seed
+            data,
+            needs,
+            clock,
+            visible,
+            users,
+            first,
+            split,
+            history_len,
+            num_candidates,
+            rng,
+            seed,
+            eval_instructions,
         )
         out[split].skipped_users = skipped
         out[split].extra.update(visible=visible, split_users=splits[split])
@@ -185,6 +205,7 @@ def _assemble(
     k: int,
     rng: np.random.Generator,
     seed: int,
+    eval_instructions: str = "canonical",
 ) -> TaskSet:
     offsets = data.user_offsets
     rows = first[:, None] + np.arange(k)
@@ -213,7 +234,14 @@ def _assemble(
         true = torch.from_numpy(labels)
         gains = need.gains(true, context).numpy().astype(np.float32)
         relevant = need.relevant(true, context).numpy()
-        instr = [need.instruction(rng, split) for _ in range(len(users))]
+        if split == "train":
+            instr = [need.instruction(rng, "train") for _ in range(len(users))]
+        else:
+            # a dedicated generator: the paraphrase choice never shifts the split's other draws,
+            # so canonical and held-out evaluations see the same users, cuts and candidates
+            mode = "heldout" if eval_instructions == "held_out" else split
+            own = np.random.default_rng([seed, 97, SPLITS.index(split), index])
+            instr = [need.instruction(own, mode) for _ in range(len(users))]
         parts.append(
             {
                 "need": np.full(len(users), index),

@@ -4,9 +4,14 @@ Architecture (all sizes configurable):
 
 - candidate encoder: item id embedding (``num_items`` rows, or ``hash_buckets`` rows with ids
   hashed by modulo when ``num_items`` is unknown) + a projection of ``candidate_features [B, K, F]``
-  (when ``num_features`` is given) + the need embedding (``need_index``) + the user vector, followed
+  (when ``num_features`` is given) + the need vector + the user vector, followed
   by a small transformer encoder over the ``K`` candidates (no positional encoding: the prompt order
   carries no information);
+- need encoder: ``need_encoder="index"`` embeds ``need_index`` (one row per need of the vocabulary:
+  a need never trained on keeps its random initial row); ``need_encoder="text"`` embeds the
+  instruction itself as the mean of hashed lower-case word embeddings (a bag of words, CRC-32 into
+  ``word_buckets`` rows), so paraphrases and unseen needs that share words with the training
+  instructions land near them: the cheapest text-conditioned policy, for generalisation tests;
 - user encoder: mean over the history items' embeddings plus a projection of their labels
   (``history_ids == -1`` is padding);
 - autoregressive pointer decoder: step ``k`` scores candidate ``c`` by ``<q_k, W c> / sqrt(d) +
@@ -23,6 +28,9 @@ from __future__ import annotations
 
 import copy
 import math
+import re
+import zlib
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -36,7 +44,25 @@ from flexrec.policies.base import (
 )
 from flexrec.types import RankingBatch, Rollout
 
-__all__ = ["NativePolicy", "PointerNet"]
+__all__ = ["NEED_ENCODERS", "NativePolicy", "PointerNet", "instruction_words"]
+
+NEED_ENCODERS = ("index", "text")
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def instruction_words(texts: Sequence[str], buckets: int) -> tuple[Tensor, Tensor]:
+    """Hashed lower-case words of each text as ``(ids, offsets)`` for :class:`torch.nn.EmbeddingBag`.
+
+    A text without words maps to the single bucket 0 so every row has at least one id. CRC-32
+    keeps the hashing identical across processes (Python's ``hash`` is salted).
+    """
+    ids: list[int] = []
+    offsets: list[int] = []
+    for text in texts:
+        offsets.append(len(ids))
+        words = _WORD.findall(text.lower()) or [""]
+        ids.extend(zlib.crc32(w.encode()) % buckets for w in words)
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(offsets, dtype=torch.long)
 
 
 def _check_positive(**values: int | None) -> None:
@@ -57,6 +83,9 @@ class PointerNet(nn.Module):
         num_heads: attention heads.
         hash_buckets: id embedding rows when ``num_items`` is None.
         dropout: dropout in the encoder.
+        need_encoder: ``index`` (embed ``need_index``) or ``text`` (bag of hashed instruction
+            words).
+        word_buckets: word embedding rows of the ``text`` need encoder.
     """
 
     def __init__(
@@ -69,12 +98,22 @@ class PointerNet(nn.Module):
         num_heads: int = 4,
         hash_buckets: int = 4096,
         dropout: float = 0.0,
+        need_encoder: str = "index",
+        word_buckets: int = 1024,
     ) -> None:
         super().__init__()
+        if need_encoder not in NEED_ENCODERS:
+            raise ValueError(
+                f"need_encoder must be one of {list(NEED_ENCODERS)}, got {need_encoder!r}"
+            )
         self.dim = dim
         self.num_features = num_features
+        self.need_encoder = need_encoder
         self.item_embedding = nn.Embedding(num_items or hash_buckets, dim)
-        self.need_embedding = nn.Embedding(num_needs or 16, dim)
+        if need_encoder == "index":
+            self.need_embedding = nn.Embedding(num_needs or 16, dim)
+        else:
+            self.word_embedding = nn.EmbeddingBag(word_buckets, dim, mode="mean")
         self.feature_proj = nn.Linear(num_features, dim) if num_features else None
         self.label_proj = nn.Linear(1, dim)
         layer = nn.TransformerEncoderLayer(
@@ -93,7 +132,12 @@ class PointerNet(nn.Module):
         b = batch.batch_size
         device = batch.candidate_ids.device
         ctx = torch.zeros(b, self.dim, device=device)
-        if batch.need_index is not None:
+        if self.need_encoder == "text":
+            if batch.instruction is None:
+                raise ValueError("need_encoder='text' needs batch.instruction (the need's text)")
+            ids, offsets = instruction_words(batch.instruction, self.word_embedding.num_embeddings)
+            ctx = ctx + self.word_embedding(ids.to(device), offsets.to(device))
+        elif batch.need_index is not None:
             ctx = ctx + self.need_embedding(batch.need_index % self.need_embedding.num_embeddings)
         if batch.history_ids is not None and batch.history_ids.numel() > 0:
             valid = (batch.history_ids >= 0).unsqueeze(-1).float()
@@ -153,6 +197,9 @@ class NativePolicy(Policy):
         num_heads: attention heads.
         hash_buckets: id embedding rows when ``num_items`` is None.
         dropout: encoder dropout.
+        need_encoder: ``index`` (a learned row per need) or ``text`` (a bag of hashed words of
+            the instruction; generalises to paraphrases and unseen needs through shared words).
+        word_buckets: word embedding rows of the ``text`` need encoder.
         seed: if given, the initial weights are drawn from this seed.
     """
 
@@ -168,11 +215,17 @@ class NativePolicy(Policy):
         num_heads: int = 4,
         hash_buckets: int = 4096,
         dropout: float = 0.0,
+        need_encoder: str = "index",
+        word_buckets: int = 1024,
         seed: int | None = None,
     ) -> None:
         super().__init__()
         _check_positive(
-            dim=dim, num_layers=num_layers, num_heads=num_heads, hash_buckets=hash_buckets
+            dim=dim,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            hash_buckets=hash_buckets,
+            word_buckets=word_buckets,
         )
         _check_positive(num_items=num_items, num_features=num_features, num_needs=num_needs)
         if dim % num_heads:
@@ -183,7 +236,16 @@ class NativePolicy(Policy):
         if seed is not None:
             torch.manual_seed(seed)
         self.net = PointerNet(
-            num_items, num_features, num_needs, dim, num_layers, num_heads, hash_buckets, dropout
+            num_items,
+            num_features,
+            num_needs,
+            dim,
+            num_layers,
+            num_heads,
+            hash_buckets,
+            dropout,
+            need_encoder,
+            word_buckets,
         )
         if seed is not None:
             torch.random.set_rng_state(rng_state)

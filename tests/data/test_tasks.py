@@ -150,3 +150,78 @@ def test_datamodule_batches() -> None:
     assert len(test_needs) == 39 and {test_needs.count(n) for n in info.needs} == {13}
     rows = [i for i, n in enumerate(batch.need) if n == "maximize_interest"]
     torch.testing.assert_close(batch.gains[rows], dm.needs[0].gains(batch.labels[rows]))
+
+
+def test_eval_only_needs_are_scored_but_never_trained_on() -> None:
+    dm = FlexRecDataModule(
+        needs=("maximize_interest",),
+        eval_needs=("explore_new_topics", "maximize_interest", "trend_promotion"),
+        batch_size=64,
+        max_train_tasks=300,
+        max_eval_tasks=30,
+        with_text=False,
+    )
+    info = dm.info
+    # the vocabulary: training needs first, then the eval-only ones in their listed order
+    assert info.needs == ("maximize_interest", "explore_new_topics", "trend_promotion")
+    train = [b for b in dm.train_dataloader()]
+    assert sum(b.batch_size for b in train) == 300
+    assert {n for b in train for n in b.need} == {"maximize_interest"}
+    assert {i for b in train for i in b.need_index.tolist()} == {0}
+    val = [n for b in dm.val_dataloader() for n in b.need]
+    assert (
+        val == ["explore_new_topics"] * 10 + ["maximize_interest"] * 10 + ["trend_promotion"] * 10
+    )
+    # the same train tasks as a module that only knows the training need (same seed)
+    alone = FlexRecDataModule(needs=("maximize_interest",), batch_size=64, max_train_tasks=300)
+    alone_ids = torch.cat([b.candidate_ids for b in alone.train_dataloader()])
+    torch.testing.assert_close(torch.cat([b.candidate_ids for b in train]), alone_ids)
+    # a need trained on but not evaluated
+    dm2 = FlexRecDataModule(
+        needs=("maximize_interest", "trend_promotion"),
+        eval_needs=("trend_promotion",),
+        max_eval_tasks=8,
+        with_text=False,
+    )
+    assert {n for b in dm2.test_dataloader() for n in b.need} == {"trend_promotion"}
+    assert {n for b in dm2.train_dataloader() for n in b.need} == {
+        "maximize_interest",
+        "trend_promotion",
+    }
+
+
+def test_held_out_instructions_at_evaluation_keep_the_same_tasks() -> None:
+    kwargs = dict(
+        needs=("maximize_interest", "explore_new_topics"), max_eval_tasks=40, with_text=False
+    )
+    canonical = FlexRecDataModule(**kwargs)
+    held = FlexRecDataModule(eval_instructions="held_out", **kwargs)
+    held.setup()
+    need_types = {n.name: type(n) for n in held.needs}
+    for split in ("val", "test"):
+        a = [b for b in canonical._loader(split, False)]
+        b = [b for b in held._loader(split, False)]
+        for x, y in zip(a, b, strict=True):
+            torch.testing.assert_close(x.candidate_ids, y.candidate_ids)
+            torch.testing.assert_close(x.gains, y.gains)
+            for need, text_a, text_b in zip(x.need, x.instruction, y.instruction, strict=True):
+                cls = need_types[need]
+                assert text_a == cls.instructions[0]
+                assert text_b in [cls.instructions[i] for i in cls.held_out]
+    for batch in held.train_dataloader():
+        for need, text in zip(batch.need, batch.instruction, strict=True):
+            cls = need_types[need]
+            assert text not in [cls.instructions[i] for i in cls.held_out]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"eval_instructions": "paraphrased"}, "eval_instructions must be one of"),
+        ({"eval_needs": []}, "eval_needs is empty"),
+        ({"eval_needs": ["trend_promotion", "trend_promotion"]}, "eval_needs must be distinct"),
+    ],
+)
+def test_bad_evaluation_settings_are_named(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        FlexRecDataModule(**kwargs).setup()

@@ -16,14 +16,18 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 @pytest.fixture
 def make_policy(tiny_llm_path: Path) -> Callable[[str], Policy]:
-    """Factory: ``native``, ``llm_lora``, ``llm_full`` or ``llm_reasoning`` (LoRA) policies."""
+    """Factory: ``native``, ``native_text`` (instruction-text need encoder), ``llm_lora``,
+    ``llm_full`` or ``llm_reasoning`` (LoRA) policies."""
 
     def build(kind: str) -> Policy:
         torch.manual_seed(0)
-        if kind == "native":
+        if kind in ("native", "native_text"):
             from flexrec.policies.native import NativePolicy
 
-            return NativePolicy(num_items=600, num_features=4, num_needs=3, dim=32, seed=0)
+            encoder = "text" if kind == "native_text" else "index"
+            return NativePolicy(
+                num_items=600, num_features=4, num_needs=3, dim=32, need_encoder=encoder, seed=0
+            )
         from flexrec.policies.llm import LLMPolicy
 
         lora = None if kind == "llm_full" else {"r": 4}

@@ -1,4 +1,4 @@
-"""The "done when" properties: native policy, tiny LLM (LoRA, full fine-tuning, reasoning mode)."""
+"""The "done when" properties: native policy (need index or instruction text), tiny LLM (LoRA, full fine-tuning, reasoning mode)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from flexrec.policies.base import Policy
 from flexrec.testing.batches import make_batch
 
-KINDS = ["native", "llm_lora", "llm_full", "llm_reasoning"]
+KINDS = ["native", "native_text", "llm_lora", "llm_full", "llm_reasoning"]
 
 
 @pytest.fixture(params=KINDS)

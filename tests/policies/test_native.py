@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 import torch
 
-from flexrec.policies.native import NativePolicy
+from flexrec.policies.native import NativePolicy, instruction_words
 from flexrec.testing.batches import make_batch
 
 
@@ -89,8 +91,43 @@ def test_default_size_rl_step_runs_on_a_realistic_batch() -> None:
         ({"dim": 30, "num_heads": 4}, "divisible by num_heads=4"),
         ({"num_items": 0}, "num_items must be a positive integer"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+        ({"need_encoder": "bert"}, r"need_encoder must be one of \['index', 'text'\]"),
+        ({"word_buckets": 0}, "word_buckets must be a positive integer"),
     ],
 )
 def test_bad_arguments_raise_value_errors(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         NativePolicy(**kwargs)
+
+
+def test_instruction_words_hash_lower_case_words_stably() -> None:
+    ids, offsets = instruction_words(["Rank by ENJOY, enjoy!", "", "new"], 1024)
+    assert offsets.tolist() == [0, 4, 5]
+    # words: rank, by, enjoy, enjoy → the two "enjoy" share a bucket; the empty text gets one id
+    assert ids[2] == ids[3] and len(ids) == 6
+    assert ids[5].item() == zlib.crc32(b"new") % 1024
+    assert ids[4].item() == zlib.crc32(b"") % 1024
+
+
+def test_text_need_encoder_reads_the_instruction_not_the_index() -> None:
+    batch = make_batch(batch_size=2, num_candidates=5, seed=0)
+    perms = torch.arange(5).view(1, 1, 5).expand(2, 1, 5)
+    text = NativePolicy(num_features=4, num_needs=3, dim=32, need_encoder="text", seed=0)
+    index = NativePolicy(num_features=4, num_needs=3, dim=32, seed=0)
+
+    def logp(policy: NativePolicy, **fields: object) -> torch.Tensor:
+        changed = make_batch(batch_size=2, num_candidates=5, seed=0)
+        for key, value in fields.items():
+            setattr(changed, key, value)
+        return policy.log_probs(changed, perms)[0]
+
+    other_text = ["Surprise me with something new.", "Show me what is trending."]
+    other_index = (batch.need_index + 1) % 3
+    assert not torch.allclose(logp(text), logp(text, instruction=other_text))
+    torch.testing.assert_close(logp(text), logp(text, need_index=other_index))
+    torch.testing.assert_close(logp(index), logp(index, instruction=other_text))
+    assert not torch.allclose(logp(index), logp(index, need_index=other_index))
+    # case and punctuation do not matter: same words, same context
+    shouted = [s.upper() + "!!" for s in batch.instruction]
+    torch.testing.assert_close(logp(text), logp(text, instruction=shouted))
+    assert not hasattr(text.net, "need_embedding") and not hasattr(index.net, "word_embedding")
