@@ -164,15 +164,16 @@ def _plots(results: list[dict[str, Any]], rows: list[Summary], out: Path) -> lis
             if not curves:
                 continue
             fig, ax = plt.subplots(figsize=(8, 5))
-            colors = plt.cm.tab20.colors
-            for i, (cell, points) in enumerate(curves.items()):
+            colors = plt.cm.tab10.colors
+            for i, (cell, points) in enumerate(sorted(curves.items())):
                 epochs = sorted(points)
                 means = [sum(points[e]) / len(points[e]) for e in epochs]
-                color = colors[i % len(colors)]
+                # 10 colours × 3 marker styles: distinct for up to 30 cells
+                color, marker = colors[i % 10], "os^"[(i // 10) % 3]
                 if len(epochs) == 1:  # an untrained baseline: one evaluation, drawn as a level
                     ax.axhline(means[0], linestyle="--", linewidth=1, color=color, label=cell)
                 else:
-                    ax.plot(epochs, means, marker="o", color=color, label=cell)
+                    ax.plot(epochs, means, marker=marker, color=color, label=cell)
             ax.set(xlabel="epoch", ylabel=f"val {metric}", title=f"{need}: validation {metric}")
             ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
             name = f"curve_{metric}_{need}.png".replace("@", "at")
@@ -183,24 +184,40 @@ def _plots(results: list[dict[str, Any]], rows: list[Summary], out: Path) -> lis
     split = "test" if any(r.split == "test" for r in rows) else "val"
     picked = [r for r in rows if r.split == split and r.metric == "ndcg@5"]
     if picked:
-        cells = list(dict.fromkeys(r.cell for r in picked))
-        needs = sorted({r.need for r in picked})
-        by = {(r.cell, r.need): r for r in picked}
-        fig, ax = plt.subplots(figsize=(max(7, len(cells) * 0.6 * len(needs)), 4.5))
-        width = 0.8 / len(cells)
-        for i, cell in enumerate(cells):
-            xs = [j + i * width for j in range(len(needs))]
-            ms = [by[(cell, n)].mean if (cell, n) in by else 0.0 for n in needs]
-            es = [by[(cell, n)].se if (cell, n) in by else 0.0 for n in needs]
-            ax.bar(xs, ms, width, yerr=es, capsize=2, label=cell)
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(needs))], needs)
-        ax.set(ylabel=f"{split} NDCG@5", title=f"{split} NDCG@5 per need (mean ± s.e. over seeds)")
-        ax.legend(fontsize=7, ncol=2)
-        fig.tight_layout()
-        fig.savefig(out / "bars_ndcg@5.png".replace("@", "at"), dpi=110)
-        plt.close(fig)
-        written.append("bars_ndcgat5.png")
+        written.append(_bars(plt, picked, split, out))
     return written
+
+
+def _bars(plt: Any, picked: list[Summary], split: str, out: Path) -> str:
+    """One panel per need, one horizontal bar per cell (same order in every panel), with the
+    standard error as error bar; references (``[name]``) in grey."""
+    cells = sorted(dict.fromkeys(r.cell for r in picked), key=lambda c: (c.startswith("["), c))
+    needs = sorted({r.need for r in picked})
+    by = {(r.cell, r.need): r for r in picked}
+    fig, axes = plt.subplots(
+        1,
+        len(needs),
+        figsize=(2.0 + 3.6 * len(needs), 1.0 + 0.28 * len(cells)),
+        sharey=True,
+        squeeze=False,
+    )
+    ys = list(range(len(cells)))[::-1]
+    colors = ["0.6" if c.startswith("[") else "tab:blue" for c in cells]
+    for ax, need in zip(axes[0], needs, strict=True):
+        ms = [by[(c, need)].mean if (c, need) in by else float("nan") for c in cells]
+        es = [by[(c, need)].se if (c, need) in by else 0.0 for c in cells]
+        ax.barh(ys, ms, xerr=es, color=colors, capsize=2, height=0.7)
+        ax.set_title(need, fontsize=9)
+        ax.set_xlabel(f"{split} NDCG@5")
+        ax.set_xlim(0, 1.02)
+        ax.grid(axis="x", linewidth=0.4)
+    axes[0][0].set_yticks(ys, cells, fontsize=7)
+    fig.suptitle(f"{split} NDCG@5 per need (mean ± s.e. over seeds; grey: references)", fontsize=9)
+    fig.tight_layout()
+    name = "bars_ndcgat5.png"
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
 
 
 def write_report(out: Path, reference: str | None = None, title: str = "flexrec-bench") -> Path:
