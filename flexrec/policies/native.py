@@ -86,6 +86,8 @@ class PointerNet(nn.Module):
         need_encoder: ``index`` (embed ``need_index``) or ``text`` (bag of hashed instruction
             words).
         word_buckets: word embedding rows of the ``text`` need encoder.
+        item_init_std: standard deviation of the initial item id embeddings (PyTorch's default
+            is 1; a small value lets items seen rarely or never in training start neutral).
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class PointerNet(nn.Module):
         dropout: float = 0.0,
         need_encoder: str = "index",
         word_buckets: int = 1024,
+        item_init_std: float = 1.0,
     ) -> None:
         super().__init__()
         if need_encoder not in NEED_ENCODERS:
@@ -110,6 +113,9 @@ class PointerNet(nn.Module):
         self.num_features = num_features
         self.need_encoder = need_encoder
         self.item_embedding = nn.Embedding(num_items or hash_buckets, dim)
+        if item_init_std != 1.0:  # nn.Embedding already drew N(0, 1): rescale, no new draws
+            with torch.no_grad():
+                self.item_embedding.weight.mul_(item_init_std)
         if need_encoder == "index":
             self.need_embedding = nn.Embedding(num_needs or 16, dim)
         else:
@@ -200,6 +206,7 @@ class NativePolicy(Policy):
         need_encoder: ``index`` (a learned row per need) or ``text`` (a bag of hashed words of
             the instruction; generalises to paraphrases and unseen needs through shared words).
         word_buckets: word embedding rows of the ``text`` need encoder.
+        item_init_std: standard deviation of the initial item id embeddings.
         seed: if given, the initial weights are drawn from this seed.
     """
 
@@ -217,6 +224,7 @@ class NativePolicy(Policy):
         dropout: float = 0.0,
         need_encoder: str = "index",
         word_buckets: int = 1024,
+        item_init_std: float = 1.0,
         seed: int | None = None,
     ) -> None:
         super().__init__()
@@ -232,6 +240,8 @@ class NativePolicy(Policy):
             raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if not item_init_std >= 0.0:
+            raise ValueError(f"item_init_std must be >= 0, got {item_init_std}")
         rng_state = torch.random.get_rng_state()
         if seed is not None:
             torch.manual_seed(seed)
@@ -246,6 +256,7 @@ class NativePolicy(Policy):
             dropout,
             need_encoder,
             word_buckets,
+            item_init_std,
         )
         if seed is not None:
             torch.random.set_rng_state(rng_state)

@@ -93,6 +93,7 @@ def test_default_size_rl_step_runs_on_a_realistic_batch() -> None:
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
         ({"need_encoder": "bert"}, r"need_encoder must be one of \['index', 'text'\]"),
         ({"word_buckets": 0}, "word_buckets must be a positive integer"),
+        ({"item_init_std": -1.0}, "item_init_std must be >= 0"),
     ],
 )
 def test_bad_arguments_raise_value_errors(kwargs: dict, message: str) -> None:
@@ -131,3 +132,19 @@ def test_text_need_encoder_reads_the_instruction_not_the_index() -> None:
     shouted = [s.upper() + "!!" for s in batch.instruction]
     torch.testing.assert_close(logp(text), logp(text, instruction=shouted))
     assert not hasattr(text.net, "need_embedding") and not hasattr(index.net, "word_embedding")
+
+
+def test_item_init_std_rescales_the_same_initial_draw() -> None:
+    default = NativePolicy(num_items=50, num_features=4, num_needs=3, dim=16, seed=3)
+    small = NativePolicy(
+        num_items=50, num_features=4, num_needs=3, dim=16, item_init_std=0.02, seed=3
+    )
+    a, b = default.net.item_embedding.weight, small.net.item_embedding.weight
+    torch.testing.assert_close(b, 0.02 * a)
+    # every other parameter is drawn exactly as before (the rescale makes no new random draws)
+    pairs = zip(default.net.named_parameters(), small.net.named_parameters(), strict=True)
+    for (name, p), (_, q) in pairs:
+        if name != "item_embedding.weight":
+            torch.testing.assert_close(p, q)
+    # and pi_ref starts equal to pi
+    torch.testing.assert_close(small.reference.item_embedding.weight, b)
