@@ -3,7 +3,8 @@
 Architecture (all sizes configurable):
 
 - candidate encoder: item id embedding (``num_items`` rows, or ``hash_buckets`` rows with ids
-  hashed by modulo when ``num_items`` is unknown) + a projection of ``candidate_features [B, K, F]``
+  hashed by modulo when ``num_items`` is unknown; initial std ``item_init_std`` = 0.02) + a
+  projection of ``candidate_features [B, K, F]``
   (when ``num_features`` is given) + the need vector + the user vector, followed
   by a small transformer encoder over the ``K`` candidates (no positional encoding: the prompt order
   carries no information);
@@ -86,8 +87,11 @@ class PointerNet(nn.Module):
         need_encoder: ``index`` (embed ``need_index``) or ``text`` (bag of hashed instruction
             words).
         word_buckets: word embedding rows of the ``text`` need encoder.
-        item_init_std: standard deviation of the initial item id embeddings (PyTorch's default
-            is 1; a small value lets items seen rarely or never in training start neutral).
+        item_init_std: standard deviation of the initial item id embeddings (default 0.02, as
+            in BERT/GPT; PyTorch's ``nn.Embedding`` default is 1). Items seen rarely or never in
+            training keep their initial vector, so a large one is pure noise added to their
+            features: ``benchmarks/interest_gap.yaml`` measured +0.03 to +0.14 validation NDCG@5
+            for 0.02 over 1.0.
     """
 
     def __init__(
@@ -102,7 +106,7 @@ class PointerNet(nn.Module):
         dropout: float = 0.0,
         need_encoder: str = "index",
         word_buckets: int = 1024,
-        item_init_std: float = 1.0,
+        item_init_std: float = 0.02,
     ) -> None:
         super().__init__()
         if need_encoder not in NEED_ENCODERS:
@@ -206,7 +210,8 @@ class NativePolicy(Policy):
         need_encoder: ``index`` (a learned row per need) or ``text`` (a bag of hashed words of
             the instruction; generalises to paraphrases and unseen needs through shared words).
         word_buckets: word embedding rows of the ``text`` need encoder.
-        item_init_std: standard deviation of the initial item id embeddings.
+        item_init_std: standard deviation of the initial item id embeddings (0.02; see
+            :class:`PointerNet`).
         seed: if given, the initial weights are drawn from this seed.
     """
 
@@ -224,7 +229,7 @@ class NativePolicy(Policy):
         dropout: float = 0.0,
         need_encoder: str = "index",
         word_buckets: int = 1024,
-        item_init_std: float = 1.0,
+        item_init_std: float = 0.02,
         seed: int | None = None,
     ) -> None:
         super().__init__()

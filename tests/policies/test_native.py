@@ -136,13 +136,16 @@ def test_text_need_encoder_reads_the_instruction_not_the_index() -> None:
 
 def test_item_init_std_rescales_the_same_initial_draw() -> None:
     default = NativePolicy(num_items=50, num_features=4, num_needs=3, dim=16, seed=3)
-    small = NativePolicy(
-        num_items=50, num_features=4, num_needs=3, dim=16, item_init_std=0.02, seed=3
+    unit = NativePolicy(
+        num_items=50, num_features=4, num_needs=3, dim=16, item_init_std=1.0, seed=3
     )
-    a, b = default.net.item_embedding.weight, small.net.item_embedding.weight
+    # std 1.0 is nn.Embedding's own N(0, 1) draw; the default rescales that same draw to 0.02
+    assert 0.9 < unit.net.item_embedding.weight.std().item() < 1.1
+    small = default
+    a, b = unit.net.item_embedding.weight, small.net.item_embedding.weight
     torch.testing.assert_close(b, 0.02 * a)
     # every other parameter is drawn exactly as before (the rescale makes no new random draws)
-    pairs = zip(default.net.named_parameters(), small.net.named_parameters(), strict=True)
+    pairs = zip(unit.net.named_parameters(), small.net.named_parameters(), strict=True)
     for (name, p), (_, q) in pairs:
         if name != "item_embedding.weight":
             torch.testing.assert_close(p, q)
