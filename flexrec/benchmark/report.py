@@ -79,21 +79,40 @@ def _final_values(result: dict[str, Any]) -> dict[tuple[str, str, str, str], flo
     return values
 
 
-def _seen(index: dict[str, set[Any]], cell: str) -> set[Any]:
-    return index.get(cell, set())
+def _merge_references(
+    values: dict[str, dict[str, dict[tuple[Any, ...], float]]],
+) -> dict[str, dict[tuple[Any, ...], float]]:
+    """Name the reference cells: ``[who]`` when every data configuration that logged ``who``
+    agrees wherever they overlap (same tasks → same reference values; their keys are united),
+    else ``[who] <data labels>`` per configuration."""
+    cells: dict[str, dict[tuple[Any, ...], float]] = {}
+    for who, per_data in values.items():
+        merged: dict[tuple[Any, ...], float] = {}
+        agree = True
+        for samples in per_data.values():
+            for key, value in samples.items():
+                if key in merged and abs(merged[key] - value) > 1e-9:
+                    agree = False
+                merged.setdefault(key, value)
+        if agree or len(per_data) == 1:
+            cells[f"[{who}]"] = merged
+        else:
+            for data, samples in per_data.items():
+                cells[f"[{who}]" + (f" {data}" if data else "")] = samples
+    return cells
 
 
 def aggregate(results: list[dict[str, Any]], reference: str | None = None) -> list[Summary]:
     """Mean ± standard error over seeds per (cell, split, metric, need).
 
     Reference rankings logged by the runs become extra cells named ``[oracle]``, ``[random]``,
-    ``[feature_popularity]``, ... (one sample per seed, from the first cell that logged it), with
-    the labels of the cell's ``data.*`` overrides appended when the grid varies the data (e.g.
-    ``[oracle] ml-100k``).
+    ``[feature_popularity]``, ... (one sample per seed: every cell of a data configuration logs
+    the same values). When the grid varies the data and the configurations' references differ,
+    the labels of the cell's ``data.*`` overrides are appended (e.g. ``[oracle] ml-100k``).
     """
     samples: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
     order: list[str] = []
-    reference_seeds: dict[str, set[int]] = defaultdict(set)
+    refs: dict[str, dict[str, dict[tuple[Any, ...], float]]] = defaultdict(dict)
     for result in results:
         if result["cell"] not in order:
             order.append(result["cell"])
@@ -103,14 +122,15 @@ def aggregate(results: list[dict[str, Any]], reference: str | None = None) -> li
             if k.startswith("data.")
         )
         for (who, split, metric, need), value in _final_values(result).items():
-            # references depend only on the tasks: one per data configuration of the grid
-            cell = result["cell"] if not who else f"[{who}]" + (f" {data}" if data else "")
-            if who and (result["seed"], split, metric, need) in _seen(reference_seeds, cell):
-                continue  # every cell logs the same references: count each seed once
-            if who:
-                reference_seeds[cell].add((result["seed"], split, metric, need))
-                if cell not in order:
-                    order.append(cell)
+            if who:  # references depend only on the tasks: keep the first value per seed
+                refs[who].setdefault(data, {}).setdefault(
+                    (result["seed"], split, metric, need), value
+                )
+            else:
+                samples[(result["cell"], split, metric, need)].append(value)
+    for cell, values in _merge_references(refs).items():
+        order.append(cell)
+        for (_, split, metric, need), value in sorted(values.items(), key=lambda kv: kv[0]):
             samples[(cell, split, metric, need)].append(value)
     means = {key: mean_se(vals) for key, vals in samples.items()}
     rows = []

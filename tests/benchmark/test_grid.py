@@ -192,3 +192,23 @@ def test_shipped_grids_are_valid(grid: Path) -> None:
 
     assert validate_grid(loaded) == len(loaded.cells) >= 2
     assert len(loaded.seeds) >= 3
+
+
+def test_identical_references_of_different_data_configurations_merge() -> None:
+    # generalization-style grid: the training needs differ, the scored tasks (and so the
+    # references) are the same → one [random] row, each seed counted once
+    results = []
+    for cell, needs in (("interest", "[a]"), ("joint", "[a, b]")):
+        for seed in range(2):
+            r = _result(cell, seed, 0.5, 0.4, 0.3 + seed / 10)
+            r["overrides"] = {"data.init_args.needs": needs}
+            results.append(r)
+    # a third configuration adds need b's reference only: no overlap conflict, keys are united
+    extra = _result("b_only", 0, 0.5, 0.4, 0.3)
+    extra["metrics"] = {"test": {"test/ndcg@5/b": 0.6, "test_random/ndcg@5/b": 0.25}}
+    extra["overrides"] = {"data.init_args.needs": "[b]"}
+    rows = {(r.cell, r.split, r.need): r for r in aggregate([*results, extra])}
+    assert not [c for c, _, _ in rows if c.startswith("[random] ")]
+    merged = rows[("[random]", "test", "a")]
+    assert merged.n == 2 and merged.mean == pytest.approx(0.35)
+    assert rows[("[random]", "test", "b")].mean == pytest.approx(0.25)
