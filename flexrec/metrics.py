@@ -4,6 +4,11 @@ Graded NDCG uses the need's gains; Recall and MRR use the need's binary relevanc
 gains are all 0 are skipped for NDCG (every ranking is equally good there) and tasks with no
 relevant candidate for Recall and MRR (torchmetrics ``empty_target_action="skip"``); their shares
 are logged as ``no_gain_rate`` and ``no_relevant_rate``.
+
+Beyond-accuracy diagnostics of the top ``d`` (default 5) of each ranking, when the batch carries
+what they need: ``top5_popularity``, the mean popularity feature (``log1p(count before t) /
+log1p(#users)``, in [0, 1]) of the top items, and ``top5_coverage``, the share of the candidate
+set's categories that the top items cover (tasks whose candidates have no category are skipped).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ __all__ = [
     "is_valid_permutation",
     "ranking_scores",
     "reference_ranking",
+    "top_coverage",
 ]
 
 
@@ -43,6 +49,28 @@ def ranking_scores(ranking: Tensor) -> Tensor:
     scores = torch.empty(b, k, dtype=torch.float32, device=ranking.device)
     ranks = torch.arange(k, 0, -1, dtype=torch.float32, device=ranking.device).expand(b, k)
     return scores.scatter_(1, ranking, ranks)
+
+
+def top_coverage(categories: Tensor, top: Tensor) -> Tensor:
+    """Share of the candidate set's categories covered by the top items, per task.
+
+    Args:
+        categories: ``[B, K, C]`` bool multi-hot categories in candidate order.
+        top: ``[B, d]`` candidate indices of the top ``d`` ranks.
+
+    Returns:
+        ``[B']`` float for the ``B'`` tasks whose candidates have at least one category.
+
+    Examples:
+        >>> cats = torch.tensor([[[1, 0, 0], [0, 1, 0], [1, 0, 1], [0, 0, 0]]], dtype=torch.bool)
+        >>> top_coverage(cats, torch.tensor([[0, 2]]))  # {0, 2} of {0, 1, 2}
+        tensor([0.6667])
+    """
+    cats = categories.bool()
+    picked = cats.gather(1, top.unsqueeze(-1).expand(-1, -1, cats.shape[-1])).any(1)
+    available = cats.any(1).sum(-1)
+    has = available > 0
+    return picked[has].sum(-1).float() / available[has].float()
 
 
 def is_valid_permutation(ranking: Tensor) -> Tensor:
@@ -105,6 +133,8 @@ def _collection(ks: Sequence[int], mrr_k: int) -> nn.ModuleDict:
             "valid": MeanMetric(),
             "no_gain": MeanMetric(),
             "no_relevant": MeanMetric(),
+            "popularity": MeanMetric(),
+            "coverage": MeanMetric(),
         }
     )
 
@@ -116,11 +146,23 @@ class RankingMetrics(nn.Module):
         needs: the need names whose tasks will be scored.
         ks: cutoffs for NDCG and Recall.
         mrr_k: cutoff for MRR.
+        popularity_index: column of ``candidate_features`` holding the popularity feature (None:
+            no ``top{d}_popularity``).
+        diagnostics_k: ``d``, the top of the ranking the beyond-accuracy diagnostics look at.
     """
 
-    def __init__(self, needs: Sequence[str], ks: Sequence[int] = (5, 10), mrr_k: int = 10) -> None:
+    def __init__(
+        self,
+        needs: Sequence[str],
+        ks: Sequence[int] = (5, 10),
+        mrr_k: int = 10,
+        popularity_index: int | None = None,
+        diagnostics_k: int = 5,
+    ) -> None:
         super().__init__()
         self.needs = list(needs)
+        self.popularity_index = popularity_index
+        self.diagnostics_k = diagnostics_k
         self.per_need = nn.ModuleDict({need: _collection(ks, mrr_k) for need in self.needs})
         self._next_index = 0
 
@@ -140,6 +182,14 @@ class RankingMetrics(nn.Module):
             parts["valid"].update(valid[rows].float())
             parts["no_gain"].update((batch.gains[rows] <= 0).all(-1).float())
             parts["no_relevant"].update((~batch.relevant[rows]).all(-1).float())
+            top = ranking[rows].clamp(0, k - 1)[:, : self.diagnostics_k]
+            if self.popularity_index is not None and batch.candidate_features is not None:
+                popularity = batch.candidate_features[rows][..., self.popularity_index].float()
+                parts["popularity"].update(popularity.gather(1, top).mean(-1))
+            if batch.candidate_categories is not None:
+                coverage = top_coverage(batch.candidate_categories[rows], top)
+                if coverage.numel():
+                    parts["coverage"].update(coverage)
 
     def compute(self) -> dict[str, Tensor]:
         """``{"ndcg@5/<need>": value, ...}`` for every need that received tasks."""
@@ -152,6 +202,10 @@ class RankingMetrics(nn.Module):
             out[f"valid_rate/{need}"] = parts["valid"].compute()
             out[f"no_gain_rate/{need}"] = parts["no_gain"].compute()
             out[f"no_relevant_rate/{need}"] = parts["no_relevant"].compute()
+            d = self.diagnostics_k
+            for key in ("popularity", "coverage"):
+                if parts[key].update_count:
+                    out[f"top{d}_{key}/{need}"] = parts[key].compute()
         return out
 
     def reset(self) -> None:

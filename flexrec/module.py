@@ -112,9 +112,14 @@ class FlexRecModule(L.LightningModule):
                 check_reference(name, info.feature_names)
             except ValueError as exc:
                 raise ConfigError(str(exc)) from exc
+        popularity = (
+            info.feature_names.index("popularity") if "popularity" in info.feature_names else None
+        )
         for split in ("val", "test"):
             for who in ("policy", *self.hparams.references):
-                self.metrics[f"{split}_{who}"] = RankingMetrics(info.needs, ks=self.hparams.eval_ks)
+                self.metrics[f"{split}_{who}"] = RankingMetrics(
+                    info.needs, ks=self.hparams.eval_ks, popularity_index=popularity
+                )
 
     def setup(self, stage: str) -> None:
         """Build the policy and the metrics from the trainer's data module, unless built already,

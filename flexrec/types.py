@@ -104,6 +104,8 @@ class RankingBatch:
         labels: ``[B, K]`` float, raw labels (NaN where unobserved).
         candidate_features: ``[B, K, F]`` float numeric candidate features computed only from data
             before the task's cut time (e.g. popularity, mean rating, recent count, novelty).
+        candidate_categories: ``[B, K, C]`` bool multi-hot categories (genres, video tags) of the
+            candidates, in the dataset's category vocabulary.
         need: need name per task.
         instruction: the natural-language need instruction per task.
         history_text: per task, ``L_b`` strings describing history items.
@@ -123,6 +125,7 @@ class RankingBatch:
     need_index: Tensor | None = None
     labels: Tensor | None = None
     candidate_features: Tensor | None = None
+    candidate_categories: Tensor | None = None
     history_text: list[list[str]] = field(default_factory=list)
     candidate_text: list[list[str]] = field(default_factory=list)
     meta: list[dict[str, Any]] = field(default_factory=list)

@@ -72,3 +72,34 @@ def test_all_zero_gain_tasks_are_skipped_and_counted() -> None:
     metrics.reset()
     metrics.update(batch, torch.tensor([[0, 1], [1, 0]]))
     assert metrics.compute()["ndcg@1/a"].item() == 1.0
+
+
+def test_beyond_accuracy_diagnostics_by_hand() -> None:
+    batch = _batch([[1.0, 0.5, 0.0, 0.0], [0.0] * 4, [1.0] * 4], [[True] * 4] * 3, ["a"] * 3)
+    # popularity feature in column 1
+    batch.candidate_features = torch.tensor(
+        [
+            [[0.0, 0.9], [0.0, 0.1], [0.0, 0.5], [0.0, 0.3]],
+            [[0.0, 0.2], [0.0, 0.4], [0.0, 0.6], [0.0, 0.8]],
+            [[0.0, 1.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.0]],
+        ]
+    )
+    on = True
+    batch.candidate_categories = torch.tensor(
+        [
+            [[on, 0, 0], [on, on, 0], [0, 0, on], [0, 0, 0]],  # categories {0, 1, 2}
+            [[0, on, 0], [0, on, 0], [0, 0, 0], [0, 0, on]],  # categories {1, 2}
+            [[0, 0, 0]] * 4,  # no category: skipped for coverage
+        ],
+        dtype=torch.bool,
+    )
+    metrics = RankingMetrics(["a"], ks=(2,), mrr_k=2, popularity_index=1, diagnostics_k=2)
+    metrics.update(batch, torch.tensor([[0, 2, 1, 3], [3, 2, 1, 0], [2, 3, 0, 1]]))
+    out = metrics.compute()
+    # top 2 popularity: (0.9 + 0.5) / 2, (0.8 + 0.6) / 2, (0 + 0) / 2 → mean 0.4667
+    assert math.isclose(out["top2_popularity/a"].item(), (0.7 + 0.7 + 0.0) / 3, rel_tol=1e-6)
+    # coverage: task 0 top {0, 2} → categories {0, 2} of 3; task 1 top {3, 2} → {2} of {1, 2}
+    assert math.isclose(out["top2_coverage/a"].item(), (2 / 3 + 1 / 2) / 2, rel_tol=1e-6)
+    plain = RankingMetrics(["a"], ks=(2,), mrr_k=2)
+    plain.update(_batch([[1.0, 0.0]], [[True, False]], ["a"]), torch.tensor([[0, 1]]))
+    assert not any(key.startswith("top") for key in plain.compute())

@@ -21,7 +21,15 @@ from flexrec.errors import ConfigError
 
 __all__ = ["Summary", "aggregate", "load_results", "mean_se", "write_report"]
 
-TABLE_METRICS = ("ndcg@5", "ndcg@10", "recall@5", "recall@10", "mrr@10")
+TABLE_METRICS = (
+    "ndcg@5",
+    "ndcg@10",
+    "recall@5",
+    "recall@10",
+    "mrr@10",
+    "top5_popularity",
+    "top5_coverage",
+)
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:

@@ -63,6 +63,7 @@ class TaskCollator:
             need_index=torch.from_numpy(t.need[idx]),
             labels=torch.from_numpy(labels).float(),
             candidate_features=torch.from_numpy(t.features[idx]),
+            candidate_categories=torch.from_numpy(self.data.item_categories[t.candidates[idx]]),
             meta=[
                 {
                     "dataset": self.data.name,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+from dataclasses import replace
 
 import pytest
 import torch
@@ -27,13 +28,14 @@ def movielens() -> tuple[FlexRecDataModule, RankingBatch]:
     return dm, next(iter(dm.train_dataloader()))
 
 
-def test_categories_parsed_from_text_match_the_dataset(
+def test_categories_from_the_batch_and_parsed_from_text_match_the_dataset(
     movielens: tuple[FlexRecDataModule, RankingBatch],
 ) -> None:
     dm, batch = movielens
-    assert dm.data is not None
-    cats = category_matrix(batch, batch.num_candidates)
-    assert cats is not None
+    assert dm.data is not None and batch.candidate_categories is not None
+    given = category_matrix(batch, batch.num_candidates)  # the data module's own tensor
+    parsed = category_matrix(replace(batch, candidate_categories=None), batch.num_candidates)
+    assert given is not None and parsed is not None
     vocab = sorted(
         {
             c
@@ -46,7 +48,9 @@ def test_categories_parsed_from_text_match_the_dataset(
     for b in range(batch.batch_size):
         for k, item in enumerate(batch.candidate_ids[b].tolist()):
             truth = {dm.data.categories[c] for c in dm.data.item_categories[item].nonzero()[0]}
-            assert {vocab[c] for c in cats[b, k].nonzero().flatten().tolist()} == truth
+            assert {vocab[c] for c in parsed[b, k].nonzero().flatten().tolist()} == truth
+            named = {dm.data.categories[c] for c in given[b, k].nonzero().flatten().tolist()}
+            assert named == truth
 
 
 def test_diverse_swap_on_movielens_is_swap_minus_the_redundancy(

@@ -64,9 +64,11 @@ def parse_categories(candidate_text: Sequence[str]) -> list[tuple[str, ...]] | N
 def category_matrix(
     batch: RankingBatch | None, num_candidates: int, device: torch.device | None = None
 ) -> Tensor | None:
-    """Multi-hot categories ``[B, K, C]`` (bool, candidate order) parsed from ``batch``.
+    """Multi-hot categories ``[B, K, C]`` (bool, candidate order) of ``batch``'s candidates.
 
-    The vocabulary is the sorted set of category names in the batch. A task whose text is missing
+    ``batch.candidate_categories`` when the batch carries it (flexrec's data module fills it);
+    otherwise parsed from ``batch.candidate_text``, with the vocabulary the sorted set of category
+    names in the batch. A task whose text is missing
     or unparseable gets an all-False row (no penalty). Returns None when no task has categories.
 
     Args:
@@ -74,7 +76,12 @@ def category_matrix(
         num_candidates: ``K``.
         device: device of the result.
     """
-    if batch is None or len(batch.candidate_text) != batch.batch_size:
+    if batch is None:
+        return None
+    given = getattr(batch, "candidate_categories", None)
+    if given is not None and given.shape[:2] == (batch.batch_size, num_candidates):
+        return given.bool().to(device)  # the data module's own category vocabulary
+    if len(batch.candidate_text) != batch.batch_size:
         return None
     parsed = [
         cats if cats is not None and len(cats) == num_candidates else None
@@ -135,8 +142,9 @@ class DiverseSwap(Reward):
     the policy had built when it chose ``a_k``. The list metric stays NDCG@c, so validation numbers
     are comparable with ``swap``.
 
-    Categories come from ``batch.candidate_text`` (see the module docstring). Without them (no
-    batch, ``with_text=False``, other text formats) ``diverse_swap`` equals ``swap``.
+    Categories come from ``batch.candidate_categories``, or else are parsed from
+    ``batch.candidate_text`` (see :func:`category_matrix`). Without either ``diverse_swap`` equals
+    ``swap``.
 
     Shapes: gains ``[B, K]`` and permutations ``[B, G, K]`` in; rewards, weights ``[B, G, K]`` and
     list metric ``[B, G]`` out.
