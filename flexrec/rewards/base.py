@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import ClassVar
 
 from torch import Tensor, nn
@@ -18,7 +19,10 @@ class Reward(nn.Module):
 
     Subclasses set a unique ``name`` and implement :meth:`item_rewards`, a function of the gains in
     placed order. The base class gathers gains and variances into placed order and computes the
-    list metric and the rank weights shared by every reward.
+    list metric and the rank weights shared by every reward. A reward that needs more than the
+    placed gains (e.g. the placed items' categories) declares a ``rollout`` keyword in
+    :meth:`item_rewards` and receives the sampled permutations; two-argument implementations keep
+    working unchanged.
 
     Args:
         cutoff: NDCG cutoff ``c`` of the reward metric; ``None`` means the full list (``c = K``).
@@ -33,8 +37,20 @@ class Reward(nn.Module):
         self.cutoff = cutoff
 
     def item_rewards(self, placed_gains: Tensor, batch: RankingBatch | None = None) -> Tensor:
-        """Rewards ``[B, G, K]`` from gains in placed order ``[B, G, K]``."""
+        """Rewards ``[B, G, K]`` from gains in placed order ``[B, G, K]``.
+
+        An override may add a keyword ``rollout: Rollout | None = None`` to receive the
+        permutations ``[B, G, K]`` that placed the gains (``None`` when called directly).
+        """
         raise NotImplementedError
+
+    @classmethod
+    def _wants_rollout(cls) -> bool:
+        wants = cls.__dict__.get("_rollout_keyword")
+        if wants is None:
+            wants = "rollout" in inspect.signature(cls.item_rewards).parameters
+            cls._rollout_keyword = wants
+        return wants
 
     def forward(
         self,
@@ -56,8 +72,9 @@ class Reward(nn.Module):
         """
         placed = gather_placed(gains, rollout.permutations)
         weights = F.rank_weights(placed, self.cutoff)
+        extra = {"rollout": rollout} if self._wants_rollout() else {}
         return RewardOutput(
-            rewards=self.item_rewards(placed, batch),
+            rewards=self.item_rewards(placed, batch, **extra),
             list_metric=(placed * weights).sum(-1),
             weights=weights,
             variance=None if variance is None else gather_placed(variance, rollout.permutations),

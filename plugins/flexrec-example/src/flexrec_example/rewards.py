@@ -23,7 +23,7 @@ from torch import Tensor
 
 from flexrec.rewards import functional as F
 from flexrec.rewards.base import Reward
-from flexrec.types import RankingBatch, RewardOutput, Rollout, gather_placed
+from flexrec.types import RankingBatch, Rollout, gather_placed
 
 __all__ = ["DiverseSwap", "category_matrix", "parse_categories", "redundancy"]
 
@@ -162,31 +162,25 @@ class DiverseSwap(Reward):
             raise ValueError(f"penalty must be >= 0, got {penalty}")
         self.penalty = penalty
 
-    def item_rewards(self, placed_gains: Tensor, batch: RankingBatch | None = None) -> Tensor:
-        """The swap part ``[B, G, K]`` (the penalty needs the permutations: see :meth:`forward`)."""
-        return F.swap_rewards(placed_gains, self.cutoff)
-
-    def forward(
+    def item_rewards(
         self,
-        gains: Tensor,
-        rollout: Rollout,
-        variance: Tensor | None = None,
+        placed_gains: Tensor,
         batch: RankingBatch | None = None,
-    ) -> RewardOutput:
-        """Score a rollout: swap rewards minus ``penalty * redundancy`` (placed order ``[B, G, K]``).
+        rollout: Rollout | None = None,
+    ) -> Tensor:
+        """Swap rewards minus ``penalty * redundancy`` in placed order ``[B, G, K]``.
 
         Args:
-            gains: ``[B, K]`` gain per candidate (candidate order).
-            rollout: permutations ``[B, G, K]``.
-            variance: ``[B, K]`` gain variances or None.
-            batch: the tasks; their ``candidate_text`` supplies the categories.
+            placed_gains: ``[B, G, K]`` gains in placed order.
+            batch: the tasks; they supply the categories.
+            rollout: the permutations ``[B, G, K]`` that placed the gains (flexrec passes it
+                because this signature names it); without it only the swap part is returned.
         """
-        out = super().forward(gains, rollout, variance, batch)
-        if self.penalty == 0:
-            return out
-        cats = category_matrix(batch, gains.shape[-1], gains.device)
+        rewards = F.swap_rewards(placed_gains, self.cutoff)
+        if self.penalty == 0 or rollout is None:
+            return rewards
+        cats = category_matrix(batch, placed_gains.shape[-1], placed_gains.device)
         if cats is None:
-            return out
+            return rewards
         rho = redundancy(gather_placed(cats, rollout.permutations), self.cutoff)
-        out.rewards = out.rewards - self.penalty * rho.to(out.rewards.dtype)
-        return out
+        return rewards - self.penalty * rho.to(rewards.dtype)
