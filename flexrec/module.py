@@ -14,6 +14,7 @@ policy or feedback model is used.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict
 from typing import Any
@@ -129,6 +130,44 @@ class FlexRecModule(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None:
             self.policy.prepare(datamodule)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _rebuilt_keys(self) -> list[str]:
+        return (
+            [] if self.policy is None else [f"policy.{k}" for k in self.policy.rebuilt_state_keys()]
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Leave out the policy's frozen pretrained tensors (:meth:`Policy.rebuilt_state_keys`),
+        recording their number and a fingerprint instead."""
+        keys = [k for k in self._rebuilt_keys() if k in checkpoint["state_dict"]]
+        if keys:
+            state = checkpoint["state_dict"]
+            checkpoint["flexrec_rebuilt"] = {
+                "count": len(keys),
+                "fingerprint": _fingerprint(state, keys),
+            }
+            for key in keys:
+                del state[key]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Put back the tensors a checkpoint left out, from the freshly built policy, after
+        checking that they are the ones the checkpoint was trained with."""
+        saved = checkpoint.get("flexrec_rebuilt")
+        if saved is None:
+            return
+        own = self.state_dict()
+        keys = [k for k in self._rebuilt_keys() if k not in checkpoint["state_dict"]]
+        if len(keys) != saved["count"] or not math.isclose(
+            _fingerprint(own, keys), saved["fingerprint"], rel_tol=1e-6, abs_tol=1e-6
+        ):
+            raise ConfigError(
+                "the checkpoint was saved without its frozen pretrained weights, and the model "
+                "built from this config differs from the one it was trained with (another base "
+                "model, revision or LoRA/full fine-tuning setting)"
+            )
+        for key in keys:
+            checkpoint["state_dict"][key] = own[key]
 
     def on_fit_start(self) -> None:
         """Fit the feedback model on the training split (the critic pre-training stage)."""
@@ -253,3 +292,12 @@ class FlexRecModule(L.LightningModule):
         items = torch.gather(batch.candidate_ids, 1, ranking)
         metas = batch.meta or [{} for _ in range(batch.batch_size)]
         return [{**meta, "ranking": row.tolist()} for meta, row in zip(metas, items, strict=True)]
+
+
+def _fingerprint(state: dict[str, Tensor], keys: list[str]) -> float:
+    """A cheap order-dependent checksum of some tensors (float64 sums, weighted by position)."""
+    total = 0.0
+    for i, key in enumerate(sorted(keys)):
+        t = state[key].detach().double()
+        total += (i + 1) * (t.sum().item() + 0.5 * t.abs().sum().item())
+    return total

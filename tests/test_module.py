@@ -142,6 +142,9 @@ def test_cli_fit_tiny_llm_with_lora_then_validate(tmp_path: Path, tiny_llm_path:
     state = torch.load(ckpt, weights_only=False)
     assert state["global_step"] == 2
     assert any("lora_A" in key for key in state["state_dict"])
+    # only what training changed is saved: the frozen base weights are rebuilt from the config
+    assert not any("base_layer" in key or "embed_tokens" in key for key in state["state_dict"])
+    assert state["flexrec_rebuilt"]["count"] > 0
     _flexrec(
         "validate",
         f"--config={SYNTHETIC}",
@@ -275,3 +278,43 @@ def test_cli_predict_writes_rankings_of_item_ids(tmp_path: Path) -> None:
     for i, row in enumerate(rows):
         assert sorted(row["ranking"]) == sorted(val.candidate_ids[i].tolist())
         assert row["task"] == i and row["dataset"] == "synthetic"
+
+
+@pytest.mark.parametrize("lora", [{"r": 4}, False], ids=["lora", "full"])
+def test_checkpoints_leave_out_frozen_pretrained_weights(tiny_llm_path: Path, lora: object) -> None:
+    from dataclasses import asdict
+
+    from flexrec.errors import ConfigError
+
+    info = asdict(SyntheticDataModule(num_candidates=6).info)
+
+    def build() -> FlexRecModule:
+        policy = {"name": "llm", "args": {"model": str(tiny_llm_path), "lora": lora}}
+        return FlexRecModule(policy=policy, group_size=2, data_info=info)
+
+    trained = build()
+    with torch.no_grad():  # stand-in for training: change every trainable tensor
+        for p in trained.policy.trainable_parameters():
+            p.add_(0.01)
+    full = {k: v.clone() for k, v in trained.state_dict().items()}
+    checkpoint = {"state_dict": dict(full)}
+    trained.on_save_checkpoint(checkpoint)
+    kept = set(checkpoint["state_dict"])
+    dropped = set(full) - kept
+    assert dropped and checkpoint["flexrec_rebuilt"]["count"] == len(dropped)
+    if lora:
+        assert all("lora_" in k for k in kept if k.startswith("policy.model."))
+    else:  # the trained model is kept, its frozen reference copy is rebuilt
+        assert all(k.startswith("policy.reference_model.") for k in dropped)
+    restored = build()
+    restored.on_load_checkpoint(checkpoint)
+    restored.load_state_dict(checkpoint["state_dict"])  # strict: every key is back
+    for key, value in restored.state_dict().items():
+        torch.testing.assert_close(value, full[key], msg=key)
+    # a different base model than the one trained with is refused
+    checkpoint["state_dict"] = {k: full[k] for k in kept}
+    other = build()
+    with torch.no_grad():
+        other.state_dict()[sorted(dropped)[0]].add_(1.0)
+    with pytest.raises(ConfigError, match="differs from the one it was trained with"):
+        other.on_load_checkpoint(checkpoint)

@@ -172,3 +172,9 @@ class Policy(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters the optimizer should update (the reference policy's are excluded)."""
         return [p for p in self.parameters() if p.requires_grad]
+
+    def rebuilt_state_keys(self) -> list[str]:
+        """State-dict keys (relative to the policy) that the constructor recreates exactly from
+        the configuration, such as frozen pretrained weights, so that checkpoints may leave them
+        out (the module checks a fingerprint of them on load). Default: none."""
+        return []

@@ -165,6 +165,19 @@ class LLMPolicy(Policy):
             self.model = lm
             self.reference_model = copy.deepcopy(lm).requires_grad_(False).eval()
 
+    def rebuilt_state_keys(self) -> list[str]:
+        """The frozen pretrained tensors, loaded again by the constructor: every frozen tensor of
+        the model under LoRA (all but the adapters), the reference copy under full fine-tuning.
+        Checkpoints then hold only what training changed (LoRA on SmolLM2: ~2 MB, not ~540 MB)."""
+        keys = [
+            f"model.{key}"
+            for key, value in self.model.state_dict(keep_vars=True).items()
+            if not (isinstance(value, nn.Parameter) and value.requires_grad)
+        ]
+        if self.reference_model is not None:
+            keys += [f"reference_model.{key}" for key in self.reference_model.state_dict()]
+        return keys
+
     def train(self, mode: bool = True) -> LLMPolicy:
         """Set training mode; the frozen reference copy stays in eval mode."""
         super().train(mode)
