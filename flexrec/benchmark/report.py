@@ -91,7 +91,8 @@ def _merge_references(
     values: dict[str, dict[str, dict[tuple[Any, ...], float]]],
 ) -> dict[str, dict[tuple[Any, ...], float]]:
     """Name the reference cells: ``[who]`` when every data configuration that logged ``who``
-    agrees wherever they overlap (same tasks → same reference values; their keys are united),
+    agrees wherever they overlap to 1e-6 (same tasks → same reference values up to float32
+    summation order; their keys are united),
     else ``[who] <data labels>`` per configuration."""
     cells: dict[str, dict[tuple[Any, ...], float]] = {}
     for who, per_data in values.items():
@@ -99,7 +100,7 @@ def _merge_references(
         agree = True
         for samples in per_data.values():
             for key, value in samples.items():
-                if key in merged and abs(merged[key] - value) > 1e-9:
+                if key in merged and abs(merged[key] - value) > 1e-6:  # float32 sums
                     agree = False
                 merged.setdefault(key, value)
         if agree or len(per_data) == 1:
