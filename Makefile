@@ -18,10 +18,13 @@ $(STAMP): pyproject.toml constraints.txt $(wildcard plugins/*/pyproject.toml)
 	for p in plugins/*/; do if [ -f $$p/pyproject.toml ]; then $(BIN)/python -m pip install -q -c constraints.txt -e $$p || exit 1; fi; done
 	touch $(STAMP)
 
+# pytest runs tests/ and the doctests of flexrec/ (pyproject.toml); the example plug-in runs with its
+# own pytest configuration (its tests/ and the doctests of its src/).
 test: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not gpu"
-	$(BIN)/python -m pytest -q plugins/flexrec-example/tests
+	$(BIN)/python -m pytest -q plugins/flexrec-example
 
 bench: setup
 	$(BIN)/flexrec-bench --grid benchmarks/ablations.yaml --jobs 2
@@ -31,6 +34,8 @@ docs: setup
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) site .pytest_cache
+	rm -rf $(VENV) site .pytest_cache .mypy_cache .import_linter_cache

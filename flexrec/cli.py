@@ -10,9 +10,13 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from flexrec.errors import FlexRecError
+from flexrec.errors import ConfigError, FlexRecError
+from flexrec.run_record import RECORDED_COMMANDS
 
-__all__ = ["main", "run_guarded"]
+__all__ = ["LIGHTNING_COMMANDS", "main", "run_guarded"]
+
+LIGHTNING_COMMANDS = (*RECORDED_COMMANDS, "predict")
+"""The ``flexrec`` subcommands handed to LightningCLI (:class:`flexrec.lightning_cli.FlexRecCLI`)."""
 
 
 def run_guarded(prog: str, argv: list[str], body: Callable[[list[str]], int]) -> int:
@@ -89,9 +93,6 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-
-
 def _lightning(argv: list[str]) -> int:
     """``flexrec fit|validate|test|predict`` through LightningCLI (YAML configs, dotted overrides)."""
     import logging
@@ -99,8 +100,7 @@ def _lightning(argv: list[str]) -> int:
 
     from jsonargparse import ArgumentError
 
-    from flexrec.errors import ConfigError
-    from flexrec.train import FlexRecCLI
+    from flexrec.lightning_cli import FlexRecCLI
 
     # argv is passed explicitly (``--debug`` removed), which LightningCLI warns about needlessly.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")

@@ -1,15 +1,18 @@
-"""``FlexRecModule``: the generic autoregressive-ranking RL loop as a LightningModule.
+"""``FlexRecModule``: the generic training loop of a ranking policy as a LightningModule.
 
-One training step (METHOD.md §1–6)::
+One training step (METHOD.md §1–6), for any registered objective::
 
-    rollout   = policy.sample(batch, G)                  # permutations, log-probs [B, G, K]
-    gains, σ² = feedback.fill(batch) or observed gains   # [B, K]
-    scored    = reward(gains, rollout, σ²)               # item rewards [B, G, K]
-    A         = estimator(scored)                        # advantages [B, G, K]
-    loss      = policy_loss(π_θ, π_old, A, KL to π_ref, entropy)   # ppo_epochs × minibatches
+    gains, σ² = feedback.fill(batch) or observed gains          # [B, K]
+    targets   = objective.targets(batch, gains, σ², policy, reward, estimator)   # no gradient
+    for ppo_epochs × minibatches:                              # one optimiser step each
+        for micro-batch of the minibatch:                      # one backward pass each
+            logprobs = policy.log_probs(micro-batch, targets.permutations)      # [b, G, K]
+            objective.loss(logprobs, targets, minibatch normaliser).backward()
 
-The module only wires registry-built components: it has no switch on which reward, estimator,
-policy or feedback model is used.
+The ``clipped`` objective (the default) samples rollouts, scores them with the reward, turns the
+rewards into advantages with the estimator and minimises the clipped item-level policy loss;
+``listmle`` trains on the gain-sorted ranking. The module only wires registry-built components:
+it has no switch on which objective, reward, estimator, policy or feedback model is used.
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ from torch import Tensor
 
 from flexrec.errors import ConfigError
 from flexrec.metrics import RankingMetrics, check_reference, reference_ranking
-from flexrec.objectives import policy_loss
+from flexrec.objectives.base import Targets
 from flexrec.plugin.manager import load_plugins
 from flexrec.registry import registries
-from flexrec.types import DataInfo, RankingBatch, Rollout
+from flexrec.types import DataInfo, RankingBatch
 
 __all__ = ["FlexRecModule", "Spec"]
 
@@ -36,7 +39,7 @@ Spec = str | dict[str, Any]
 
 
 class FlexRecModule(L.LightningModule):
-    """RL post-training of a ranking policy with item-level rewards.
+    """Post-training of a ranking policy: RL with item-level rewards, or another objective.
 
     Args:
         policy: the ranking policy (``native``, ``llm`` or a plug-in), as a name or
@@ -46,22 +49,33 @@ class FlexRecModule(L.LightningModule):
         estimator: advantage estimator (``ua_grpo`` is FlexRec's uncertainty-aware GRPO).
         feedback: feedback model filling unobserved gains (``critic``, ``item_knn``, ...); None
             uses observed gains only (unobserved count as 0).
+        objective: the training objective: ``clipped`` (FlexRec's RL loss, the default),
+            ``listmle`` (supervised, on the gain-sorted ranking) or a plug-in. ``clip_low``,
+            ``clip_high``, ``kl_coef`` and ``entropy_coef`` below are passed to its constructor
+            when it accepts them and its ``args`` do not set them.
         group_size: rollouts per task ``G``.
         temperature: sampling temperature of the rollouts.
-        ppo_epochs: passes over each batch of rollouts.
+        ppo_epochs: passes over each batch of targets.
         minibatches: optimiser steps per pass (tasks are split into this many minibatches).
+        micro_batch_size: tasks per forward/backward pass (None: the whole minibatch). Each
+            micro-batch's loss is its exact share of the minibatch's loss and is backpropagated
+            at once, so memory holds one micro-batch's graph; the gradient, the optimiser step
+            and the logged values are the minibatch's.
         lr: learning rate (AdamW).
         weight_decay: AdamW weight decay.
-        clip_low: ε_low of the clipped ratio.
-        clip_high: ε_high of the clipped ratio.
-        kl_coef: β, weight of the exact per-step KL to the reference policy.
-        entropy_coef: η, weight of the exact per-step entropy bonus.
+        clip_low: ε_low of the clipped ratio (``clipped`` objective).
+        clip_high: ε_high of the clipped ratio (``clipped`` objective).
+        kl_coef: β, weight of the exact per-step KL to the reference policy (``clipped``).
+        entropy_coef: η, weight of the exact per-step entropy bonus (``clipped``).
         max_grad_norm: gradient norm clip (None disables).
         eval_ks: cutoffs of NDCG@k / Recall@k in evaluation.
         references: reference rankings evaluated next to the policy and logged as
             ``{stage}_{name}/...`` for scale: ``oracle``, ``random``, ``feature:NAME`` (e.g.
             ``feature:popularity``); see :func:`flexrec.metrics.reference_ranking`.
         plugins: extra plug-in modules to load before building components.
+        init_from: a checkpoint of another run (any objective, e.g. ``listmle``) whose policy
+            weights this run starts from (warm start), without its optimiser state or step
+            count. Loaded when fitting starts, unless the fit resumes from its own checkpoint.
         data_info: the data module's :class:`~flexrec.types.DataInfo` (as a dict). The CLI links
             it from ``data.info`` so the policy is built, and its arguments checked, before any
             training starts; without it the policy is built in :meth:`setup` from the trainer's
@@ -74,10 +88,12 @@ class FlexRecModule(L.LightningModule):
         reward: Spec = "swap",
         estimator: Spec = "ua_grpo",
         feedback: Spec | None = None,
+        objective: Spec = "clipped",
         group_size: int = 8,
         temperature: float = 1.0,
         ppo_epochs: int = 1,
         minibatches: int = 1,
+        micro_batch_size: int | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         clip_low: float = 0.2,
@@ -88,6 +104,7 @@ class FlexRecModule(L.LightningModule):
         eval_ks: tuple[int, ...] = (5, 10),
         references: tuple[str, ...] = ("oracle", "random"),
         plugins: list[str] | None = None,
+        init_from: str | None = None,
         data_info: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -95,10 +112,19 @@ class FlexRecModule(L.LightningModule):
             data_info = asdict(data_info)
         self.save_hyperparameters()
         self.automatic_optimization = False
+        if micro_batch_size is not None and micro_batch_size < 1:
+            raise ConfigError(f"micro_batch_size must be >= 1 or null, got {micro_batch_size}")
         load_plugins(plugins or [])
         self.reward = registries.reward.build(reward)
         self.estimator = registries.estimator.build(estimator)
         self.feedback = None if feedback is None else registries.feedback.build(feedback)
+        self.objective = registries.objective.build(
+            objective,
+            clip_low=clip_low,
+            clip_high=clip_high,
+            kl_coef=kl_coef,
+            entropy_coef=entropy_coef,
+        )
         self.policy: Any = None
         self.metrics: torch.nn.ModuleDict = torch.nn.ModuleDict()
         if data_info is not None:
@@ -125,9 +151,14 @@ class FlexRecModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         """Build the policy and the metrics from the trainer's data module, unless built already,
         then let the policy prepare itself on the data module (:meth:`Policy.prepare`)."""
-        if self.policy is None:
-            self._build(self.trainer.datamodule.info)
         datamodule = getattr(self.trainer, "datamodule", None)
+        if self.policy is None:
+            if datamodule is None:
+                raise ConfigError(
+                    "FlexRecModule needs `data_info` or a trainer data module with an `info` "
+                    "attribute to build its policy"
+                )
+            self._build(datamodule.info)
         if datamodule is not None:
             self.policy.prepare(datamodule)
 
@@ -169,8 +200,54 @@ class FlexRecModule(L.LightningModule):
         for key in keys:
             checkpoint["state_dict"][key] = own[key]
 
+    def load_policy_weights(self, path: str) -> None:
+        """Load the policy's weights from the checkpoint of another run (``init_from``).
+
+        Only the policy's tensors are read (not the optimiser state, the step count or any
+        other hyperparameter), so the run may have used any objective. The frozen pretrained
+        tensors a checkpoint leaves out are checked and put back as in :meth:`on_load_checkpoint`;
+        every other tensor of the policy must be in the checkpoint, with its shape.
+
+        Raises:
+            ConfigError: no readable checkpoint at ``path``, or one of another policy.
+        """
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+            state = checkpoint["state_dict"]
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError, EOFError) as exc:
+            detail = " ".join(str(exc).split())
+            raise ConfigError(f"init_from {path!r}: not a readable checkpoint ({detail})") from exc
+        policy_state = {k: v for k, v in state.items() if k.startswith("policy.")}
+        partial = {"state_dict": policy_state, "flexrec_rebuilt": checkpoint.get("flexrec_rebuilt")}
+        name = type(self.policy).name
+        try:
+            self.on_load_checkpoint(partial)
+        except ConfigError as exc:
+            raise ConfigError(f"init_from {path!r}: {exc}") from exc
+        loaded = {k[len("policy.") :]: v for k, v in partial["state_dict"].items()}
+        own = self.policy.state_dict()
+        problems = [
+            *(f"missing {k}" for k in sorted(set(own) - set(loaded))),
+            *(f"unexpected {k}" for k in sorted(set(loaded) - set(own))),
+            *(
+                f"{k} has shape {tuple(loaded[k].shape)}, not {tuple(v.shape)}"
+                for k, v in own.items()
+                if k in loaded and loaded[k].shape != v.shape
+            ),
+        ]
+        if problems:
+            more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+            raise ConfigError(
+                f"init_from {path!r}: not a checkpoint of this run's policy {name!r}: "
+                f"{'; '.join(problems[:3])}{more}"
+            )
+        self.policy.load_state_dict(loaded)
+
     def on_fit_start(self) -> None:
-        """Fit the feedback model on the training split (the critic pre-training stage)."""
+        """Warm-start the policy from ``init_from`` (unless resuming this run's own checkpoint),
+        then fit the feedback model on the training split (the critic pre-training stage)."""
+        if self.hparams.init_from and not self.trainer.ckpt_path:
+            self.load_policy_weights(self.hparams.init_from)
         if self.feedback is not None and not getattr(self.feedback, "is_fitted", False):
             self.feedback.fit(self.trainer.datamodule.feedback_training_data())
 
@@ -192,67 +269,63 @@ class FlexRecModule(L.LightningModule):
         return self.feedback.fill(batch)
 
     def training_step(self, batch: RankingBatch, batch_idx: int) -> Tensor:
-        """Sample, score, estimate advantages and take ``ppo_epochs × minibatches`` steps."""
+        """Compute the objective's targets and take ``ppo_epochs × minibatches`` steps."""
         hp = self.hparams
-        # Rollouts depend only on (seed, step, rank), so a run resumed from a checkpoint samples
-        # exactly what an uninterrupted run would have sampled.
+        # Targets (rollouts, tie-breaks) depend only on (seed, step, rank), so a run resumed from
+        # a checkpoint draws exactly what an uninterrupted run would have drawn.
         base = int(os.environ.get("PL_GLOBAL_SEED", "0"))
         torch.manual_seed(base * 1_000_003 + self.global_step * 7_919 + self.global_rank)
         with torch.no_grad():
-            rollout = self.policy.sample(batch, hp.group_size, hp.temperature)
             gains, variance = self._gains(batch)
-            scored = self.reward(gains, rollout, variance, batch)
-            advantages = self.estimator(scored)
-            ref_steps = None
-            if hp.kl_coef > 0:
-                ref_steps = self.policy.reference_log_probs(batch, rollout.permutations)[1]
+            targets = self.objective.targets(
+                batch,
+                gains,
+                variance,
+                policy=self.policy,
+                reward=self.reward,
+                estimator=self.estimator,
+                group_size=hp.group_size,
+                temperature=hp.temperature,
+            )
         optimizer = self.optimizers()
         parts = []
         for _ in range(hp.ppo_epochs):
-            order = torch.randperm(batch.batch_size, device=rollout.permutations.device)
+            order = torch.randperm(batch.batch_size, device=targets.permutations.device)
             for index in order.chunk(min(hp.minibatches, batch.batch_size)):
-                parts.append(self._update(optimizer, batch, rollout, advantages, ref_steps, index))
+                parts.append(self._update(optimizer, batch, targets, index))
         n = len(parts)
-        log = {
-            "train/loss": sum(p.loss for p in parts) / n,
-            "train/kl": sum(p.kl for p in parts) / n,
-            "train/entropy": sum(p.entropy for p in parts) / n,
-            "train/clip_fraction": sum(p.clip_fraction for p in parts) / n,
-            "train/list_metric": scored.list_metric.mean(),
-            "train/reward": scored.rewards.mean(),
-        }
-        self.log_dict(log, batch_size=batch.batch_size, prog_bar=False)
-        self.log("train/ndcg", log["train/list_metric"], prog_bar=True, batch_size=batch.batch_size)
+        log = {f"train/{key}": sum(p[key] for p in parts) / n for key in parts[0]}
+        log.update({f"train/{key}": value for key, value in targets.logs.items()})
+        shown = {f"train/{key}" for key in targets.prog_bar}
+        for prog_bar in (False, True):
+            values = {k: v for k, v in log.items() if (k in shown) == prog_bar}
+            if values:
+                self.log_dict(values, prog_bar=prog_bar, batch_size=batch.batch_size)
         return log["train/loss"]
 
     def _update(
-        self,
-        optimizer: Any,
-        batch: RankingBatch,
-        rollout: Rollout,
-        advantages: Tensor,
-        ref_steps: Tensor | None,
-        index: Tensor,
-    ) -> Any:
+        self, optimizer: Any, batch: RankingBatch, targets: Targets, index: Tensor
+    ) -> dict[str, Tensor]:
+        """One optimiser step on the minibatch ``index``, one backward pass per micro-batch."""
         hp = self.hparams
-        logprobs, steps = self.policy.log_probs(batch.select(index), rollout.permutations[index])
-        out = policy_loss(
-            logprobs,
-            rollout.logprobs[index],
-            advantages[index],
-            steps,
-            None if ref_steps is None else ref_steps[index],
-            clip_low=hp.clip_low,
-            clip_high=hp.clip_high,
-            beta=hp.kl_coef,
-            eta=hp.entropy_coef,
-        )
+        chunks = index.split(hp.micro_batch_size) if hp.micro_batch_size else (index,)
+        # a lone micro-batch is the minibatch: its loss is its own mean
+        normalizer = self.objective.normalizer(targets.select(index)) if len(chunks) > 1 else None
         optimizer.zero_grad()
-        self.manual_backward(out.loss)
+        logs: dict[str, Tensor] = {}
+        for chunk in chunks:
+            sub = targets.select(chunk)
+            logprobs, steps = self.policy.log_probs(
+                batch.select(chunk), sub.permutations, rollout=sub.rollout
+            )
+            out = self.objective.loss(logprobs, steps, sub, normalizer)
+            self.manual_backward(out.loss)
+            for key, value in {"loss": out.loss.detach(), **out.logs}.items():
+                logs[key] = logs[key] + value if key in logs else value
         if hp.max_grad_norm is not None:
             self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm)
         optimizer.step()
-        return out
+        return logs
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, split: str, batch: RankingBatch) -> None:

@@ -6,6 +6,10 @@ constructor signature and builds the component. Every mistake is reported with t
 A dotted import path (``package.module:Class`` or ``package.module.Class``) is accepted as an
 escape hatch for classes that are not registered.
 
+The registries depend on :mod:`flexrec.plugin.manager`, never the other way: a registry remembers
+the manager's :func:`~flexrec.plugin.manager.plugin_generation` its entries were loaded at and
+reloads them when the plug-in set has changed since.
+
 Examples:
     >>> from flexrec.registry import registries
     >>> reward = registries.reward.build({"name": "swap", "args": {"cutoff": 10}})
@@ -18,11 +22,12 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from flexrec.errors import ConfigError, PluginError
+from flexrec.plugin.manager import call_per_plugin, plugin_distribution, plugin_generation
 
 __all__ = ["ComponentSpec", "Registry", "RegistryEntry", "registries"]
 
@@ -96,23 +101,30 @@ class Registry(Generic[T]):
         self.hook = hook
         self._base_path = base
         self._entries: dict[str, RegistryEntry] | None = None
+        self._generation = -1
 
     @property
     def base(self) -> type:
-        """The base class of this registry's components (imported lazily)."""
+        """The base class of this registry's components.
+
+        Looked up by its ``module:Class`` path when first needed (a run-time lookup, like a dotted
+        component path): the component packages sit above the registry, and importing them here
+        would pull every component's dependencies into ``import flexrec.registry``.
+        """
         module, _, qual = self._base_path.partition(":")
         return getattr(importlib.import_module(module), qual)
 
     def _load(self) -> dict[str, RegistryEntry]:
-        if self._entries is None:
-            from flexrec.plugin.manager import call_per_plugin, plugin_distribution
-
+        generation = plugin_generation()
+        if self._entries is None or self._generation != generation:
             entries: dict[str, RegistryEntry] = {}
             for plugin, classes in call_per_plugin(self.hook):
                 dist = plugin_distribution(plugin)
-                for cls in classes:
+                for cls in cast("Iterable[type]", classes):
                     self._add(entries, cls, plugin, *(dist or (None, None)))
-            self._entries = entries  # only a complete, conflict-free registry is kept
+            # only a complete, conflict-free registry is kept; a plug-in set that changed while
+            # loading leaves an older generation, so the next access loads again
+            self._entries, self._generation = entries, generation
         return self._entries
 
     def _add(
@@ -190,17 +202,53 @@ class Registry(Generic[T]):
                 f"{self.kind} {path!r} is not a subclass of {self.base.__module__}."
                 f"{self.base.__qualname__}"
             )
-        return obj
+        return cast("type[T]", obj)
 
-    def build(self, spec: str | Mapping[str, Any] | ComponentSpec, **context: Any) -> T:
-        """Build a component from a spec.
+    def build(self, spec: str | Mapping[str, Any] | ComponentSpec | T, **context: Any) -> T:
+        """Build a component from a spec, or pass a built component through.
 
         ``spec.args`` must match the constructor signature (unknown or missing arguments raise a
         :class:`ConfigError` listing the valid ones). ``context`` supplies values the caller knows
         (e.g. ``num_items``); each is passed only if the constructor accepts it and ``args`` does
-        not already set it.
+        not already set it. An instance of the registry's base class is returned as it is (and
+        ``context`` is ignored), so callers may accept specs and ready components alike.
         """
-        spec = ComponentSpec.parse(spec, self.kind)
+        if not isinstance(spec, str | Mapping | ComponentSpec) and isinstance(spec, self.base):
+            return spec
+        spec = ComponentSpec.parse(cast(Any, spec), self.kind)  # anything else is a ConfigError
+        cls, kwargs = self._bind(spec, context)
+        try:
+            return cls(**kwargs)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{self.kind} {spec.name!r}: {exc}") from exc
+
+    @staticmethod
+    def parameters(cls: type) -> list[str]:
+        """Names of the keyword arguments a component class accepts."""
+        sig = inspect.signature(cls)
+        return [
+            p.name
+            for p in sig.parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+
+    def check(self, spec: str | Mapping[str, Any] | ComponentSpec | T, **context: Any) -> None:
+        """Check a spec as :meth:`build` does, without constructing the component.
+
+        Raises the same :class:`ConfigError` as :meth:`build` for an unknown name, an unknown
+        argument (unless the constructor takes ``**kwargs``) or a missing required argument.
+        ``context`` counts as supplied where the constructor accepts it (its values are not
+        used), so a caller may check a spec before it knows them, e.g. ``num_items``. Argument
+        values are not checked: only the constructor can do that.
+        """
+        if not isinstance(spec, str | Mapping | ComponentSpec) and isinstance(spec, self.base):
+            return
+        self._bind(ComponentSpec.parse(cast(Any, spec), self.kind), context)
+
+    def _bind(
+        self, spec: ComponentSpec, context: Mapping[str, Any]
+    ) -> tuple[type[T], dict[str, Any]]:
+        """The class of ``spec`` and its constructor keyword arguments (``spec.args`` + context)."""
         cls = self.get(spec.name)
         params = self.parameters(cls)
         kwargs = dict(spec.args)
@@ -221,20 +269,7 @@ class Registry(Generic[T]):
             raise ConfigError(
                 f"{self.kind} {spec.name!r}: {exc}; valid: {', '.join(params)}"
             ) from exc
-        try:
-            return cls(**kwargs)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{self.kind} {spec.name!r}: {exc}") from exc
-
-    @staticmethod
-    def parameters(cls: type) -> list[str]:
-        """Names of the keyword arguments a component class accepts."""
-        sig = inspect.signature(cls)
-        return [
-            p.name
-            for p in sig.parameters.values()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        ]
+        return cls, kwargs
 
 
 def _accepts_var_kwargs(cls: type) -> bool:
@@ -264,9 +299,14 @@ class Registries:
             "flexrec_register_feedback_models",
             "flexrec.critic.base:FeedbackModel",
         )
+        self.objective: Registry[Any] = Registry(
+            "objective", "flexrec_register_objectives", "flexrec.objectives.base:Objective"
+        )
 
     def __iter__(self) -> Iterator[Registry[Any]]:
-        return iter((self.reward, self.estimator, self.need, self.policy, self.feedback))
+        return iter(
+            (self.reward, self.estimator, self.need, self.policy, self.feedback, self.objective)
+        )
 
     def invalidate(self) -> None:
         """Forget every loaded registry (after the plug-in manager changed)."""

@@ -53,6 +53,15 @@ def gather_placed(values: Tensor, permutations: Tensor) -> Tensor:
     return torch.gather(expanded, 2, index)
 
 
+def _positions(index: Tensor | list[int] | slice, size: int) -> list[int]:
+    """Task positions selected by ``index`` among ``size`` tasks."""
+    if isinstance(index, slice):
+        return list(range(size))[index]
+    if isinstance(index, Tensor):
+        return index.tolist()
+    return list(index)
+
+
 @dataclass(frozen=True)
 class DataInfo:
     """Facts about a data module that components need at construction time.
@@ -142,12 +151,7 @@ class RankingBatch:
 
     def select(self, index: Tensor | list[int] | slice) -> RankingBatch:
         """The sub-batch of the tasks at ``index`` (tensor fields and list fields alike)."""
-        if isinstance(index, slice):
-            positions = list(range(self.batch_size))[index]
-        elif isinstance(index, Tensor):
-            positions = index.tolist()
-        else:
-            positions = list(index)
+        positions = _positions(index, self.batch_size)
         picked: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -178,16 +182,43 @@ class Rollout:
         step_logprobs: ``[B, G, K, K]`` float or None; ``step_logprobs[b, g, k, c]`` is the
             log-probability of candidate ``c`` at step ``k`` (``-inf`` for candidates already
             placed). Needed for exact per-step KL and entropy.
+        reasoning: None, or ``B`` lists of ``G`` lists of token ids (``T_bg`` each): the free text
+            rollout ``g`` of task ``b`` wrote before ranking (the LLM policy's reasoning mode,
+            end-of-turn and padding removed). It is context, not part of the objective; the
+            policy's ``log_probs`` needs it, with the permutations, to rebuild the same contexts.
     """
 
     permutations: Tensor
     logprobs: Tensor
     step_logprobs: Tensor | None = None
+    reasoning: list[list[list[int]]] | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """``B``."""
+        return int(self.permutations.shape[0])
 
     @property
     def group_size(self) -> int:
         """``G``."""
         return int(self.permutations.shape[1])
+
+    def select(self, index: Tensor | list[int] | slice) -> Rollout:
+        """The rollouts of the tasks at ``index`` (as :meth:`RankingBatch.select`).
+
+        Examples:
+            >>> rollout = Rollout(torch.tensor([[[0, 1]], [[1, 0]]]), torch.zeros(2, 1, 2))
+            >>> rollout.select([1]).permutations.tolist()
+            [[[1, 0]]]
+        """
+        positions = _positions(index, self.batch_size)
+        rows = torch.as_tensor(positions, dtype=torch.long)
+        return Rollout(
+            permutations=self.permutations[rows],
+            logprobs=self.logprobs[rows],
+            step_logprobs=None if self.step_logprobs is None else self.step_logprobs[rows],
+            reasoning=None if self.reasoning is None else [self.reasoning[i] for i in positions],
+        )
 
 
 @dataclass

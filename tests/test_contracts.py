@@ -8,7 +8,12 @@ import pytest
 
 from flexrec.plugin.manager import BUILTIN_PLUGINS
 from flexrec.registry import registries
-from flexrec.testing.contracts import EstimatorContract, NeedContract, RewardContract
+from flexrec.testing.contracts import (
+    EstimatorContract,
+    FeedbackModelContract,
+    NeedContract,
+    RewardContract,
+)
 
 
 def _builtin_names(registry: Any) -> list[str]:
@@ -41,6 +46,28 @@ class TestBuiltinNeeds(NeedContract):
         return request.param
 
 
+class TestBuiltinFeedbackModels(FeedbackModelContract):
+    @pytest.fixture(params=_builtin_names(registries.feedback))
+    def feedback_spec(self, request: pytest.FixtureRequest) -> Any:
+        return request.param
+
+
+class TestBuiltinFeedbackModelsWithOptions(FeedbackModelContract):
+    """Non-default options: a one-member critic (no ensemble disagreement) and one neighbour."""
+
+    @pytest.fixture(
+        params=[
+            {"name": "critic", "args": {"members": 1, "seed": 7}},
+            {"name": "user_knn", "args": {"k": 1}},
+            {"name": "item_knn", "args": {"k": 1}},
+        ]
+    )
+    def feedback_spec(self, request: pytest.FixtureRequest) -> Any:
+        return request.param
+
+
 def test_every_builtin_family_is_covered() -> None:
     assert len(_builtin_names(registries.reward)) >= 5
     assert len(_builtin_names(registries.estimator)) >= 3
+    assert set(_builtin_names(registries.feedback)) >= {"critic", "user_knn", "item_knn"}
+    # the policies run through PolicyContract in tests/policies/test_contract.py

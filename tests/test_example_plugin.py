@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from importlib import metadata
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from flexrec.plugin.manager import disabled_plugins
 from flexrec.registry import registries
 
 REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "plugins" / "flexrec-example"
 SYNTHETIC = REPO / "configs" / "synthetic.yaml"
 SMALL = (
     "--data.init_args.num_train=64",
@@ -67,7 +69,7 @@ def test_discovered_through_its_entry_point() -> None:
     assert ep.value == "flexrec_example.plugin"
     entries = {
         (e.name, e.plugin, e.distribution, e.version, e.module)
-        for registry in (registries.reward, registries.estimator, registries.need)
+        for registry in registries
         for e in registry.entries()
         if e.plugin == "example"
     }
@@ -75,6 +77,13 @@ def test_discovered_through_its_entry_point() -> None:
         ("diverse_swap", "example", "flexrec-example", "0.1.0", "flexrec_example.rewards"),
         ("rloo_ua", "example", "flexrec-example", "0.1.0", "flexrec_example.estimators"),
         ("hidden_gems", "example", "flexrec-example", "0.1.0", "flexrec_example.needs"),
+        (
+            "pairwise_logistic",
+            "example",
+            "flexrec-example",
+            "0.1.0",
+            "flexrec_example.objectives",
+        ),
     }
     reward = registries.reward.build({"name": "diverse_swap", "args": {"cutoff": 5}})
     assert (reward.cutoff, reward.penalty) == (5, 0.1)
@@ -106,6 +115,8 @@ def test_flexrec_plugins_lists_it_and_shows_it_disabled(tmp_path: Path) -> None:
         "0.1.0",
     ) in rows
     assert ("need", "hidden_gems", "flexrec_example.needs", "flexrec-example", "0.1.0") in rows
+    objective = ("pairwise_logistic", "flexrec_example.objectives", "flexrec-example", "0.1.0")
+    assert ("objective", *objective) in rows
     assert "disabled:" not in proc.stdout
 
     off = _flexrec("plugins", cwd=tmp_path, env={"FLEXREC_DISABLED_PLUGINS": "example"})
@@ -141,3 +152,15 @@ def test_fit_trains_with_its_reward_and_estimator(tmp_path: Path) -> None:
     off = _flexrec(*args, cwd=tmp_path, env={"FLEXREC_DISABLED_PLUGINS": "flexrec-example"})
     assert off.returncode == 2
     assert "unknown reward 'diverse_swap'" in off.stderr
+
+
+def test_its_suite_uses_flexrecs_pytest_plugin_not_a_copy() -> None:
+    """The plug-in-manager fixture comes from flexrec (pytest11 entry point), never a local copy."""
+    pyproject = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())
+    options = pyproject["tool"]["pytest"]["ini_options"]
+    assert "flexrec_fresh_plugins" in options["usefixtures"]
+    assert "--doctest-modules" in options["addopts"].split()
+    conftest = EXAMPLE / "tests" / "conftest.py"
+    assert not conftest.exists() or "reset_plugin_manager" not in conftest.read_text()
+    for path in (EXAMPLE / "tests").glob("*.py"):
+        assert "@pytest.fixture(autouse=True)" not in path.read_text(), path

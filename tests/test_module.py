@@ -13,7 +13,12 @@ import lightning as L
 import pytest
 import torch
 
+from flexrec.cli import LIGHTNING_COMMANDS
+from flexrec.lightning_cli import FlexRecCLI
 from flexrec.module import FlexRecModule
+from flexrec.rewards.base import Reward
+from flexrec.rewards.builtin import SwapReward
+from flexrec.run_record import RECORDED_COMMANDS
 from flexrec.testing.synthetic import SyntheticDataModule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +48,52 @@ def test_native_policy_learns_the_need_conditioned_ranking() -> None:
         assert metrics[f"val/valid_rate/{need}"] == 1.0
         # random ~0.70 here, oracle 1.0: the policy must have learnt to read the need.
         assert learned > random + 0.1, (need, learned, random)
+
+
+class _NamedListMetric(SwapReward):
+    """A reward whose list metric has its own name (as one computing ERR would)."""
+
+    list_metric_name = "err"
+
+
+@pytest.mark.parametrize(
+    ("reward", "key"),
+    [(None, "train/ndcg"), (_NamedListMetric(), "train/err")],
+    ids=["swap", "err"],
+)
+def test_the_list_metric_is_logged_once_under_the_rewards_name(
+    reward: Reward | None, key: str
+) -> None:
+    L.seed_everything(0)
+    data = SyntheticDataModule(num_train=32, num_val=16, batch_size=16)
+    module = FlexRecModule(policy={"name": "native", "args": {"dim": 8}}, group_size=2)
+    if reward is not None:
+        module.reward = reward
+    trainer = L.Trainer(
+        max_steps=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, data)
+    logged = {k for k in trainer.callback_metrics if k.startswith("train/")}
+    assert logged == {
+        "train/loss",
+        "train/kl",
+        "train/entropy",
+        "train/clip_fraction",
+        "train/reward",
+        key,
+    }
+    assert set(trainer.progress_bar_metrics) == {key}
+
+
+def test_every_recorded_command_writes_the_run_record() -> None:
+    assert set(RECORDED_COMMANDS) < set(LIGHTNING_COMMANDS)
+    for command in RECORDED_COMMANDS:
+        assert f"after_{command}" in vars(FlexRecCLI), command
 
 
 def _flexrec(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flexrec.errors import ConfigError
+from flexrec.plugin.manager import reset_plugin_manager
 from flexrec.registry import ComponentSpec, Registry, registries
 
 
@@ -69,3 +70,38 @@ def test_dotted_path_fallback() -> None:
 
 def test_registry_parameters_lists_constructor_arguments() -> None:
     assert Registry.parameters(registries.reward.get("swap")) == ["cutoff"]
+
+
+def test_build_passes_a_built_component_through() -> None:
+    need = registries.need.build("maximize_interest")
+    assert registries.need.build(need, num_items=3) is need
+    with pytest.raises(ConfigError, match="bad need spec"):
+        registries.need.build(registries.reward.build("swap"))  # not a need
+
+
+def test_entries_load_once_per_plugin_generation(monkeypatch: pytest.MonkeyPatch) -> None:
+    import flexrec.registry as registry_module
+
+    calls: list[str] = []
+    real = registry_module.call_per_plugin
+    monkeypatch.setattr(
+        registry_module, "call_per_plugin", lambda hook: calls.append(hook) or real(hook)
+    )
+    registry: Registry[object] = Registry(
+        "reward", "flexrec_register_rewards", "flexrec.rewards.base:Reward"
+    )
+    assert registry.names() == registry.names() and len(calls) == 1
+    registry.invalidate()
+    registry.names()
+    assert len(calls) == 2
+    reset_plugin_manager()  # a new plug-in generation: the registry reloads by itself
+    registry.names()
+    assert len(calls) == 3
+
+
+def test_check_binds_like_build_without_building() -> None:
+    registries.reward.check({"name": "swap", "args": {"cutoff": 0}})  # values: constructor's job
+    with pytest.raises(ConfigError, match=r"unknown argument 'cutof' \(did you mean 'cutoff'\?\)"):
+        registries.reward.check({"name": "swap", "args": {"cutof": 3}})
+    with pytest.raises(ConfigError, match="unknown reward 'swapp'"):
+        registries.reward.check("swapp")

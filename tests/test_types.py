@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from flexrec.types import RankingBatch, gather_placed
+from flexrec.types import RankingBatch, Rollout, gather_placed
 
 
 def _batch() -> RankingBatch:
@@ -50,3 +50,18 @@ def test_select_and_shapes() -> None:
     assert sub.meta == [] and sub.history_ids is None
     assert batch.select(slice(1, 2)).need == ["b"]
     assert batch.select(torch.tensor([1])).gains.tolist() == [[1.0, 0.0, 0.0]]
+
+
+def test_rollout_select_keeps_every_field_aligned() -> None:
+    perms = torch.tensor([[[0, 1]], [[1, 0]], [[0, 1]]])
+    steps = torch.arange(12, dtype=torch.float32).reshape(3, 1, 2, 2)
+    rollout = Rollout(perms, -perms.float(), steps, reasoning=[[[1]], [[2, 3]], [[4]]])
+    assert (rollout.batch_size, rollout.group_size) == (3, 1)
+    sub = rollout.select(torch.tensor([2, 1]))
+    assert torch.equal(sub.permutations, perms[[2, 1]])
+    assert torch.equal(sub.logprobs, -perms[[2, 1]].float())
+    assert torch.equal(sub.step_logprobs, steps[[2, 1]])
+    assert sub.reasoning == [[[4]], [[2, 3]]]
+    bare = Rollout(perms, perms.float()).select(slice(0, 1))
+    assert bare.step_logprobs is None and bare.reasoning is None
+    assert bare.permutations.tolist() == [[[0, 1]]]

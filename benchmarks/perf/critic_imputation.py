@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from flexrec.critic.base import FeedbackData, imputation_metrics
+from flexrec.critic.base import imputation_metrics
 from flexrec.critic.ensemble import EnsembleCritic
 from flexrec.critic.knn import ItemKNN, UserKNN
+from flexrec.data.feedback import FeedbackData
 from flexrec.data.simulator import SimulatorConfig, simulate_kuairec
 from flexrec.data.tasks import build_tasks
 from flexrec.needs.builtin import MaximizeInterest

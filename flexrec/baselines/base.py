@@ -22,7 +22,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flexrec.policies.base import Policy, choose, masked_log_softmax, placed_before
+from flexrec.policies.base import (
+    Policy,
+    decode_permutations,
+    masked_log_softmax,
+    placed_before,
+    placed_order_logprobs,
+    rollout_from_steps,
+)
 from flexrec.types import RankingBatch, Rollout
 
 __all__ = ["ScoringPolicy"]
@@ -86,10 +93,6 @@ class ScoringPolicy(Policy):
         logits = (total / self.temperature).view(b, 1, 1, k).expand(b, g, k, k)
         return masked_log_softmax(logits, placed_before(permutations))
 
-    @staticmethod
-    def _placed(step_logprobs: Tensor, permutations: Tensor) -> Tensor:
-        return step_logprobs.gather(-1, permutations.unsqueeze(-1)).squeeze(-1)
-
     @torch.no_grad()
     def sample(self, batch: RankingBatch, group_size: int, temperature: float = 1.0) -> Rollout:
         """See :meth:`Policy.sample`; ``temperature == 0`` is the stable descending sort."""
@@ -101,34 +104,34 @@ class ScoringPolicy(Policy):
             permutations = order.unsqueeze(1).expand(b, g, k).contiguous()
         else:
             logits = (total / self.temperature).unsqueeze(1).expand(b, g, k)
-            placed = torch.zeros(b, g, k, dtype=torch.bool, device=total.device)
-            picks = []
-            for _ in range(k):
-                logp = masked_log_softmax(logits, placed)
-                pick = choose(logp.reshape(b * g, k), temperature).reshape(b, g)
-                picks.append(pick)
-                placed = placed.scatter(-1, pick.unsqueeze(-1), True)
-            permutations = torch.stack(picks, -1)
-        steps = self._step_logprobs(total, permutations)
-        return Rollout(permutations, self._placed(steps, permutations), steps)
+            permutations, _ = decode_permutations(
+                lambda step, previous, placed: masked_log_softmax(logits, placed),
+                (b, g),
+                k,
+                temperature,
+                total.device,
+            )
+        return rollout_from_steps(permutations, self._step_logprobs(total, permutations))
 
     @torch.no_grad()
     def rank(self, batch: RankingBatch) -> Tensor:
         """Greedy ranking ``[B, K]``: candidates by descending score, ties in prompt order."""
         return torch.argsort(self._total(batch), dim=-1, descending=True, stable=True)
 
-    def log_probs(self, batch: RankingBatch, permutations: Tensor) -> tuple[Tensor, Tensor]:
+    def log_probs(
+        self, batch: RankingBatch, permutations: Tensor, *, rollout: Rollout | None = None
+    ) -> tuple[Tensor, Tensor]:
         """See :meth:`Policy.log_probs`; all ``K`` steps in one vectorised pass."""
         steps = self._step_logprobs(self._total(batch), permutations)
-        return self._placed(steps, permutations), steps
+        return placed_order_logprobs(steps, permutations), steps
 
     @torch.no_grad()
     def reference_log_probs(
-        self, batch: RankingBatch, permutations: Tensor
+        self, batch: RankingBatch, permutations: Tensor, *, rollout: Rollout | None = None
     ) -> tuple[Tensor, Tensor]:
         """:meth:`log_probs` of the baseline without the trainable residual (= initial policy)."""
         steps = self._step_logprobs(self._total(batch, reference=True), permutations)
-        return self._placed(steps, permutations), steps
+        return placed_order_logprobs(steps, permutations), steps
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The residual's weight when ``trainable``, else nothing (fitted weights are frozen)."""

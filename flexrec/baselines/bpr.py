@@ -66,7 +66,10 @@ class BPRMFPolicy(ScoringPolicy):
         super().__init__(temperature, trainable, num_items)
         self.num_threads = num_threads
         if dim < 1 or epochs < 0 or batch_size < 1:
-            raise ValueError("dim and batch_size must be positive and epochs non-negative")
+            raise ValueError(
+                "bpr_mf: dim and batch_size must be positive and epochs non-negative, got "
+                f"dim={dim}, batch_size={batch_size}, epochs={epochs}"
+            )
         self.dim, self.epochs, self.batch_size = dim, epochs, batch_size
         self.lr, self.reg, self.min_label, self.seed = lr, reg, min_label, seed
         self.user_factors = nn.Embedding(num_users or 1, dim).requires_grad_(False)

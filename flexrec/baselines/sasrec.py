@@ -156,8 +156,14 @@ class SASRecPolicy(ScoringPolicy):
     ) -> None:
         super().__init__(temperature, trainable, num_items)
         self.num_threads = num_threads
-        if max_len < 1 or dim < 1 or epochs < 0 or batch_size < 1 or dim % num_heads:
-            raise ValueError("invalid sasrec sizes (dim must be divisible by num_heads)")
+        if max_len < 1 or dim < 1 or num_heads < 1 or epochs < 0 or batch_size < 1:
+            raise ValueError(
+                "sasrec: max_len, dim, num_heads and batch_size must be positive and epochs "
+                f"non-negative, got max_len={max_len}, dim={dim}, num_heads={num_heads}, "
+                f"batch_size={batch_size}, epochs={epochs}"
+            )
+        if dim % num_heads:
+            raise ValueError(f"sasrec: dim={dim} must be divisible by num_heads={num_heads}")
         self.config = {
             "max_len": max_len,
             "dim": dim,
@@ -173,9 +179,10 @@ class SASRecPolicy(ScoringPolicy):
     def _new_net(self, num_items: int) -> SASRecNet:
         rng_state = torch.random.get_rng_state()
         torch.manual_seed(self.seed)
-        net = SASRecNet(num_items, **self.config).requires_grad_(False).eval()
-        torch.random.set_rng_state(rng_state)
-        return net
+        try:
+            return SASRecNet(num_items, **self.config).requires_grad_(False).eval()
+        finally:
+            torch.random.set_rng_state(rng_state)
 
     @property
     def is_fitted(self) -> bool:
@@ -238,25 +245,27 @@ class SASRecPolicy(ScoringPolicy):
         rng_state = torch.random.get_rng_state()
         torch.manual_seed(self.seed)  # dropout
         net = self.net.requires_grad_(True).train()
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr, betas=(0.9, 0.98))
-        for _ in range(self.epochs):
-            for idx in torch.randperm(len(windows), generator=gen).split(self.batch_size):
-                w = windows[idx].to(device)
-                inputs, targets = w[:, :-1], w[:, 1:]
-                valid = (targets > 0) & (inputs > 0)
-                negatives = torch.randint(1, n_items + 1, targets.shape, generator=gen)
-                h = net(inputs)
-                pos = (h * net.items(targets)).sum(-1)
-                neg = (h * net.items(negatives.to(device))).sum(-1)
-                bce = nn.functional.binary_cross_entropy_with_logits
-                loss = bce(pos[valid], torch.ones_like(pos[valid])) + bce(
-                    neg[valid], torch.zeros_like(neg[valid])
-                )
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-        torch.random.set_rng_state(rng_state)
-        self.net = net.requires_grad_(False).eval()
+        try:
+            opt = torch.optim.Adam(net.parameters(), lr=self.lr, betas=(0.9, 0.98))
+            for _ in range(self.epochs):
+                for idx in torch.randperm(len(windows), generator=gen).split(self.batch_size):
+                    w = windows[idx].to(device)
+                    inputs, targets = w[:, :-1], w[:, 1:]
+                    valid = (targets > 0) & (inputs > 0)
+                    negatives = torch.randint(1, n_items + 1, targets.shape, generator=gen)
+                    h = net(inputs)
+                    pos = (h * net.items(targets)).sum(-1)
+                    neg = (h * net.items(negatives.to(device))).sum(-1)
+                    bce = nn.functional.binary_cross_entropy_with_logits
+                    loss = bce(pos[valid], torch.ones_like(pos[valid])) + bce(
+                        neg[valid], torch.zeros_like(neg[valid])
+                    )
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+        finally:  # also on errors: the global RNG restored, the network frozen again
+            torch.random.set_rng_state(rng_state)
+            self.net = net.requires_grad_(False).eval()
         self.fitted = torch.ones((), dtype=torch.bool, device=device)
 
     def scores(self, batch: RankingBatch) -> Tensor:

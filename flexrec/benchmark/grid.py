@@ -14,6 +14,10 @@ A grid YAML::
       popularity:
         set: {model.policy: {name: popularity}}
         commands: [validate, test]
+      supervised:
+        set: {model.objective: listmle}
+      supervised_then_rl:                 # warm start: fit from the `supervised` cell's fit
+        init_from: supervised             # checkpoint of the same seed (model.init_from)
     reference: swap+ua_grpo               # relative changes in the report are against this cell
 
 Each axis value replaces the whole node at its dotted key (``OmegaConf.update(merge=False)``).
@@ -27,6 +31,10 @@ entry is a label and the overrides (dotted key → value) that the label stands 
         flexrec: {model.reward: swap, model.estimator: ua_grpo}
         grpo: {model.reward: sequence, model.estimator: grpo}
         popularity: {model.policy: popularity, commands: [validate, test]}
+
+An extra cell with ``init_from: OTHER`` starts its ``fit`` from the last checkpoint of cell
+``OTHER``'s ``fit`` of the same seed (``model.init_from``, e.g. RL after a supervised fit); the
+runner runs it after that run (:attr:`Grid.waves`).
 """
 
 from __future__ import annotations
@@ -34,15 +42,14 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
 from flexrec.errors import ConfigError
+from flexrec.run_record import RECORDED_COMMANDS
 
 __all__ = ["Cell", "Grid", "label", "load_grid"]
-
-LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
 
 def label(value: Any) -> str:
@@ -73,11 +80,14 @@ class Cell:
         name: unique cell name.
         overrides: dotted key → value applied on top of the base config.
         commands: flexrec subcommands to run, in order.
+        init_from: the cell whose ``fit`` checkpoint (same seed) this cell's ``fit`` starts
+            from, or None.
     """
 
     name: str
     overrides: dict[str, Any]
     commands: tuple[str, ...]
+    init_from: str | None = None
 
     def config(self, base: DictConfig, seed: int, run_dir: Path) -> DictConfig:
         """The resolved config of this cell for one seed, writing under ``run_dir``."""
@@ -109,15 +119,44 @@ class Grid:
         """Cells whose name contains ``pattern`` (all when None)."""
         return [c for c in self.cells if pattern is None or pattern in c.name]
 
+    def depth(self, cell: Cell) -> int:
+        """How many ``init_from`` links lead from ``cell`` to a cell that starts from scratch."""
+        by_name = {c.name: c for c in self.cells}
+        depth = 0
+        while cell.init_from is not None:
+            cell, depth = by_name[cell.init_from], depth + 1
+        return depth
+
 
 def _commands(value: Any, where: str) -> tuple[str, ...]:
     commands = tuple(value)
-    bad = [c for c in commands if c not in LIGHTNING_COMMANDS]
+    # a grid reads each command's metrics from the run record, so only recorded commands qualify
+    bad = [c for c in commands if c not in RECORDED_COMMANDS]
     if not commands or bad:
         raise ConfigError(
-            f"{where}: bad commands {list(commands)}; valid: {', '.join(LIGHTNING_COMMANDS)}"
+            f"{where}: bad commands {list(commands)}; valid: {', '.join(RECORDED_COMMANDS)}"
         )
     return commands
+
+
+def _check_init_from(path: Path, cells: list[Cell]) -> None:
+    """Every ``init_from`` names another fitting cell, and the links form no cycle."""
+    by_name = {c.name: c for c in cells}
+    for cell in cells:
+        if cell.init_from is None:
+            continue
+        other = by_name.get(cell.init_from)
+        where = f"{path}: cell {cell.name!r}: init_from {cell.init_from!r}"
+        if other is None:
+            raise ConfigError(f"{where} is not a cell of the grid; cells: {list(by_name)}")
+        if "fit" not in cell.commands or "fit" not in other.commands:
+            raise ConfigError(f"{where}: both cells must run `fit`")
+        seen = {cell.name}
+        while other.init_from is not None:
+            if other.name in seen:
+                raise ConfigError(f"{where}: the init_from links form a cycle")
+            seen.add(other.name)
+            other = by_name[other.init_from]
 
 
 def load_grid(path: str | Path) -> Grid:
@@ -141,7 +180,14 @@ def load_grid(path: str | Path) -> Grid:
     base_path = (path.parent / raw["base"]).resolve()
     if not base_path.is_file():
         raise ConfigError(f"{path}: base config not found: {base_path}")
-    base = OmegaConf.load(base_path)
+    try:
+        base = OmegaConf.load(base_path)
+    except Exception as exc:
+        raise ConfigError(
+            f"{path}: base config {base_path} is not valid YAML: {' '.join(str(exc).split())}"
+        ) from exc
+    if not isinstance(base, DictConfig):
+        raise ConfigError(f"{path}: base config {base_path} is not a mapping")
     for key, value in (raw.get("set") or {}).items():
         OmegaConf.update(base, key, value, merge=False)
     seeds = [int(s) for s in raw.get("seeds", [0])]
@@ -169,15 +215,21 @@ def load_grid(path: str | Path) -> Grid:
         cells.append(Cell(name, overrides, cell_commands))
     for name, spec in (raw.get("cells") or {}).items():
         spec = spec or {}
+        if not isinstance(spec, dict) or set(spec) - {"set", "commands", "init_from"}:
+            raise ConfigError(
+                f"{path}: cell {name!r} takes only 'set', 'commands' and 'init_from'; got {spec!r}"
+            )
         cell_commands = _commands(spec.get("commands", commands), f"{path}: cell {name!r}")
-        cells.append(Cell(str(name), dict(spec.get("set") or {}), cell_commands))
+        init_from = None if spec.get("init_from") is None else str(spec["init_from"])
+        cells.append(Cell(str(name), dict(spec.get("set") or {}), cell_commands, init_from))
     names = [c.name for c in cells]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"{path}: duplicate cell names {duplicates}")
+    _check_init_from(path, cells)
     reference = raw.get("reference")
     if reference is not None and reference not in names:
         raise ConfigError(
             f"{path}: reference cell {reference!r} is not in the grid; cells: {names}"
         )
-    return Grid(path, base_path, base, seeds, cells, reference, raw)
+    return Grid(path, base_path, base, seeds, cells, reference, cast("dict[str, Any]", raw))

@@ -18,6 +18,7 @@ from typing import Any
 
 from flexrec.benchmark.grid import label
 from flexrec.errors import ConfigError
+from flexrec.run_record import RECORDED_COMMANDS
 
 __all__ = ["Summary", "aggregate", "load_results", "mean_se", "write_report"]
 
@@ -36,8 +37,9 @@ def mean_se(values: list[float]) -> tuple[float, float]:
     """Mean and standard error (``std(ddof=1) / sqrt(n)``; 0 for a single value).
 
     Examples:
-        >>> mean_se([0.5, 0.7, 0.9])
-        (0.7, 0.11547005383792514)
+        >>> mean, se = mean_se([0.5, 0.7, 0.9])
+        >>> round(mean, 6), round(se, 6)
+        (0.7, 0.11547)
     """
     n = len(values)
     mean = sum(values) / n
@@ -76,7 +78,7 @@ def _final_values(result: dict[str, Any]) -> dict[tuple[str, str, str, str], flo
     ``feature_popularity``) for the reference rankings logged next to it.
     """
     values: dict[tuple[str, str, str, str], float] = {}
-    for command in ("fit", "validate", "test"):
+    for command in RECORDED_COMMANDS:
         for key, value in result["metrics"].get(command, {}).items():
             parts = key.split("/")
             if len(parts) != 3:

@@ -14,6 +14,7 @@ result; rerunning skips finished runs and restarts unfinished ones from scratch.
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import os
 import shutil
@@ -23,14 +24,17 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from flexrec.benchmark.child import PARENT_ENV
 from flexrec.benchmark.grid import Cell, Grid
 from flexrec.errors import ConfigError, FlexRecError
-from flexrec.registry import ComponentSpec, Registry, registries
-from flexrec.train import write_json_atomic
+from flexrec.plugin.manager import load_plugins
+from flexrec.registry import registries
+from flexrec.run_record import RUN_RECORD, write_json_atomic
+from flexrec.types import DataInfo
 
 __all__ = ["Run", "plan", "run_grid", "validate_grid"]
 
@@ -59,41 +63,54 @@ def plan(grid: Grid, out: Path, pattern: str | None = None) -> list[Run]:
     return [Run(cell, seed, out) for cell in grid.select(pattern) for seed in grid.seeds]
 
 
-def _check_spec(registry: Registry[Any], spec: Any, build: bool) -> None:
-    if build:
-        registry.build(spec)
-        return
-    parsed = ComponentSpec.parse(spec, registry.kind)
-    cls = registry.get(parsed.name)
-    params = Registry.parameters(cls)
-    unknown = [k for k in parsed.args if k not in params]
-    if unknown:
-        raise ConfigError(
-            f"{registry.kind} {parsed.name!r}: unknown argument {unknown[0]!r}; "
-            f"valid: {', '.join(params)}"
-        )
+def _module_defaults() -> dict[str, Any]:
+    """``FlexRecModule``'s constructor defaults: what a cell gets for the model keys it omits."""
+    from flexrec.module import FlexRecModule
+
+    return {
+        name: p.default
+        for name, p in inspect.signature(FlexRecModule).parameters.items()
+        if p.default is not p.empty
+    }
+
+
+def _data_context() -> dict[str, Any]:
+    """The names of the data facts a policy receives at build time (values unknown before the
+    data is loaded, so only their presence counts when checking a policy spec)."""
+    return dict.fromkeys(DataInfo(num_items=0, num_users=0, num_features=0, needs=()).context())
 
 
 def _validate_cell(grid: Grid, cell: Cell) -> None:
     cfg = OmegaConf.to_container(cell.config(grid.base, grid.seeds[0], Path("unused")))
     assert isinstance(cfg, dict)
-    model = cfg.get("model") or {}
-    from flexrec.plugin.manager import load_plugins
-
-    load_plugins(model.get("plugins") or [])
-    _check_spec(registries.reward, model.get("reward", "swap"), build=True)
-    _check_spec(registries.estimator, model.get("estimator", "ua_grpo"), build=True)
-    if model.get("feedback") is not None:
-        _check_spec(registries.feedback, model["feedback"], build=True)
-    # Policies need the data's facts (and may load an LLM): check names and arguments only.
-    _check_spec(registries.policy, model.get("policy", "native"), build=False)
+    defaults = _module_defaults()
+    given = cfg.get("model") or {}
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise ConfigError(f"unknown model argument {unknown[0]!r}; valid: {', '.join(defaults)}")
+    model = {**defaults, **given}
+    load_plugins(model["plugins"] or [])
+    # Build what is cheap to build, so bad argument values fail here too; policies need the
+    # data's facts (and may load an LLM), so only their names and arguments are checked.
+    registries.reward.build(model["reward"])
+    registries.estimator.build(model["estimator"])
+    coefficients = ("clip_low", "clip_high", "kl_coef", "entropy_coef")
+    registries.objective.build(model["objective"], **{k: model[k] for k in coefficients})
+    if model["feedback"] is not None:
+        registries.feedback.build(model["feedback"])
+    registries.policy.check(model["policy"], **_data_context())
     data = (cfg.get("data") or {}).get("init_args") or {}
     for need in data.get("needs") or []:
-        _check_spec(registries.need, need, build=True)
+        registries.need.build(need)
 
 
 def validate_grid(grid: Grid, pattern: str | None = None) -> int:
-    """Build every selected cell's components (no data, no training).
+    """Check every selected cell before anything runs (no data, no training).
+
+    The model's arguments must be ``FlexRecModule``'s; its reward, estimator and feedback model and
+    the data's needs are built; the policy's spec is checked by :meth:`Registry.check
+    <flexrec.registry.Registry.check>` (it is built only with the data, which may mean loading an
+    LLM).
 
     Returns:
         the number of cells checked.
@@ -113,10 +130,17 @@ def validate_grid(grid: Grid, pattern: str | None = None) -> int:
 
 
 def _flexrec(args: list[str], log: Path, threads: int) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
+    """Run ``flexrec ARGS`` in a child process that dies with this one (see
+    :mod:`flexrec.benchmark.child`), appending its output to ``log``."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "PYTHONWARNINGS": "ignore",
+        PARENT_ENV: str(os.getpid()),
+    }
     with log.open("a") as handle:
         proc = subprocess.run(
-            [sys.executable, "-m", "flexrec.cli", *args],
+            [sys.executable, "-m", "flexrec.benchmark.child", *args],
             stdout=handle,
             stderr=subprocess.STDOUT,
             env=env,
@@ -139,37 +163,87 @@ def _read_curves(csv_path: Path) -> dict[str, list[list[float]]]:
     return curves
 
 
+def _records(run_dir: Path) -> dict[Path, tuple[int, int]]:
+    """Every run record under ``run_dir``, with its inode and modification time."""
+    stamps = {}
+    for path in run_dir.rglob(RUN_RECORD):
+        stat = path.stat()
+        stamps[path] = (stat.st_ino, stat.st_mtime_ns)  # a rewrite replaces the file (new inode)
+    return stamps
+
+
+def _written_record(run_dir: Path, before: dict[Path, tuple[int, int]], command: str) -> Path:
+    """The run record that ``command`` just wrote: the one new or replaced since ``before``.
+
+    The CLI writes it into the trainer's log directory, wherever the config's loggers put that.
+    """
+    written = [path for path, stamp in _records(run_dir).items() if before.get(path) != stamp]
+    if len(written) != 1:
+        raise RuntimeError(
+            f"`flexrec {command}` wrote {len(written)} run records under {run_dir}; expected one"
+        )
+    return written[0]
+
+
 def execute(run: Run, threads: int = 1) -> dict[str, Any]:
-    """Run one (cell, seed) from scratch and write its result file atomically."""
+    """Run one (cell, seed) from scratch and write its result file atomically.
+
+    Commands after ``fit`` evaluate the last checkpoint of that ``fit``. The learning curves are
+    read from the first command's CSV log. A cell with ``init_from`` gets ``model.init_from`` =
+    the last checkpoint of that cell's ``fit`` of the same seed (a ``RuntimeError`` if it has
+    none yet).
+    """
     if run.run_dir.exists():
         shutil.rmtree(run.run_dir)  # leftovers of a killed attempt
     run.run_dir.mkdir(parents=True)
-    grid_base = OmegaConf.load(run.out / "base.yaml")
+    grid_base = cast(DictConfig, OmegaConf.load(run.out / "base.yaml"))  # saved by run_grid
     config = run.run_dir / "cell.yaml"
-    OmegaConf.save(run.cell.config(grid_base, run.seed, run.run_dir), config)
+    cfg = run.cell.config(grid_base, run.seed, run.run_dir)
+    if run.cell.init_from is not None:
+        OmegaConf.update(cfg, "model.init_from", str(_fit_checkpoint(run)), merge=False)
+    OmegaConf.save(cfg, config)
     log = run.run_dir / "output.log"
     start = time.time()
     metrics: dict[str, dict[str, float]] = {}
-    for version, command in enumerate(run.cell.commands):
+    log_dirs: dict[str, Path] = {}
+    for command in run.cell.commands:
         args = [command, f"--config={config}", "--trainer.enable_progress_bar=false"]
-        if command != "fit" and "fit" in run.cell.commands:
-            args.append(
-                f"--ckpt_path={run.run_dir / 'logs' / 'version_0' / 'checkpoints' / 'last.ckpt'}"
-            )
+        if "fit" in log_dirs:
+            args.append(f"--ckpt_path={log_dirs['fit'] / 'checkpoints' / 'last.ckpt'}")
+        before = _records(run.run_dir)
         _flexrec(args, log, threads)
-        record = json.loads((run.run_dir / "logs" / f"version_{version}" / "run.json").read_text())
-        metrics[command] = record["metrics"][command]
+        record = _written_record(run.run_dir, before, command)
+        log_dirs.setdefault(command, record.parent)
+        metrics[command] = json.loads(record.read_text())["metrics"][command]
+    first = log_dirs[run.cell.commands[0]]
     result = {
         "cell": run.cell.name,
         "seed": run.seed,
         "overrides": run.cell.overrides,
         "commands": list(run.cell.commands),
+        "init_from": run.cell.init_from,
+        "log_dirs": {command: str(path) for command, path in log_dirs.items()},
         "metrics": metrics,
-        "curves": _read_curves(run.run_dir / "logs" / "version_0" / "metrics.csv"),
+        "curves": _read_curves(first / "metrics.csv"),
         "wall_s": round(time.time() - start, 2),
     }
     write_json_atomic(run.result_path, result)
     return result
+
+
+def _fit_checkpoint(run: Run) -> Path:
+    """The last checkpoint of the ``fit`` of the cell ``run`` starts from, for the same seed."""
+    assert run.cell.init_from is not None
+    source = run.out / "results" / run.cell.init_from / f"seed{run.seed}.json"
+    fit_dir = (
+        json.loads(source.read_text()).get("log_dirs", {}).get("fit") if source.exists() else None
+    )
+    checkpoint = None if fit_dir is None else Path(fit_dir) / "checkpoints" / "last.ckpt"
+    if checkpoint is None or not checkpoint.exists():
+        raise RuntimeError(
+            f"cell {run.cell.init_from!r} seed {run.seed} has no finished fit to start from"
+        )
+    return checkpoint.resolve()
 
 
 def run_grid(
@@ -206,8 +280,10 @@ def run_grid(
         if progress is not None:
             progress.advance(task)
 
-    with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
-        list(pool.map(one, todo))
+    # cells that start from another cell's checkpoint run after it (one wave per init_from depth)
+    for depth in sorted({grid.depth(r.cell) for r in todo}):
+        with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
+            list(pool.map(one, [r for r in todo if grid.depth(r.cell) == depth]))
     if failures:
         raise FlexRecError(f"{len(failures)} run(s) failed; first: {failures[0]}")
     return len(todo), len(runs) - len(todo)

@@ -10,71 +10,21 @@ supported. Observed candidates pass through: their true gain with variance 0.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from flexrec.data.features import NOVELTY, TREND
+from flexrec.data.feedback import FeedbackData
+from flexrec.data.tasks import TaskSet
 from flexrec.needs.base import Need, NeedContext
 from flexrec.types import RankingBatch
 
-__all__ = ["FeedbackData", "FeedbackModel", "calibration", "imputation_metrics"]
+__all__ = ["FeedbackModel", "calibration", "imputation_metrics"]
 
 _NODES = 33
-
-
-@dataclass(frozen=True)
-class FeedbackData:
-    """Observed training labels a feedback model learns from.
-
-    Attributes:
-        user: ``[N]`` user indices.
-        item: ``[N]`` item indices.
-        label: ``[N]`` observed labels.
-        num_users: ``U``.
-        num_items: ``I``.
-        item_categories: ``[I, C]`` bool.
-        needs: bound needs by name (to turn labels into gains).
-    """
-
-    user: np.ndarray
-    item: np.ndarray
-    label: np.ndarray
-    num_users: int
-    num_items: int
-    item_categories: np.ndarray
-    needs: dict[str, Need]
-
-    @classmethod
-    def from_tasks(cls, data: Any, train_tasks: Any, needs: Sequence[Need]) -> FeedbackData:
-        """The visible interactions of the train users of ``train_tasks`` (a ``TaskSet``)."""
-        visible = train_tasks.extra["visible"]
-        rows = np.isin(data.user, train_tasks.extra["split_users"]) & visible
-        return cls(
-            user=data.user[rows],
-            item=data.item[rows],
-            label=data.label[rows],
-            num_users=data.num_users,
-            num_items=data.num_items,
-            item_categories=data.item_categories,
-            needs={n.name: n for n in needs},
-        )
-
-    def __len__(self) -> int:
-        return len(self.user)
-
-    def split(self, fraction: float, seed: int = 0) -> tuple[FeedbackData, FeedbackData]:
-        """``(fit part, held-out part)`` with ``fraction`` of the labels held out (seeded)."""
-        held = np.random.default_rng(seed).random(len(self)) < fraction
-
-        def part(mask: np.ndarray) -> FeedbackData:
-            return replace(self, user=self.user[mask], item=self.item[mask], label=self.label[mask])
-
-        return part(~held), part(held)
 
 
 class FeedbackModel:
@@ -138,8 +88,8 @@ def calibration(model: FeedbackModel, heldout: FeedbackData) -> dict[str, float]
     return _scores(heldout.label, mu, var)
 
 
-def imputation_metrics(model: FeedbackModel, tasks: Any) -> dict[str, float]:
-    """The same scores on the hidden candidate labels of a sparse ``TaskSet`` against the truth."""
+def imputation_metrics(model: FeedbackModel, tasks: TaskSet) -> dict[str, float]:
+    """The same scores on the hidden candidate labels of a sparse task set against the truth."""
     hidden = ~tasks.observed
     users = np.broadcast_to(tasks.users[:, None], hidden.shape)[hidden]
     mu, var = model.predict_labels(users, tasks.candidates[hidden])

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from flexrec.critic.base import FeedbackData, FeedbackModel
+from flexrec.critic.base import FeedbackModel
+from flexrec.data.feedback import FeedbackData
 
 __all__ = ["EnsembleCritic", "HeteroscedasticMLP"]
 

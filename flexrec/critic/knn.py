@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from flexrec.critic.base import FeedbackData, FeedbackModel
+from flexrec.critic.base import FeedbackModel
+from flexrec.data.feedback import FeedbackData
 
 __all__ = ["ItemKNN", "UserKNN"]
 

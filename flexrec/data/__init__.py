@@ -1,4 +1,5 @@
-"""flexrec.data: loaders, the normalised dataset, the KuaiRec simulator, tasks and the DataModule.
+"""flexrec.data: loaders, the normalised dataset, the KuaiRec simulator, tasks, the feedback models'
+training data (:mod:`flexrec.data.feedback`) and the DataModule.
 
 The data module lives in :mod:`flexrec.data.datamodule` (imported on demand: it pulls in Lightning).
 """

@@ -11,13 +11,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from flexrec.critic.base import FeedbackData
 from flexrec.data.dataset import InteractionData
 from flexrec.data.features import FEATURE_NAMES
+from flexrec.data.feedback import FeedbackData
 from flexrec.data.loaders import load_dataset
 from flexrec.data.sampler import EpochShuffleSampler
 from flexrec.data.tasks import TaskSet, build_tasks
-from flexrec.needs.base import ItemStats, Need, build_need
+from flexrec.needs.base import TEXT_STYLES, ItemStats, Need
+from flexrec.registry import registries
 from flexrec.types import DataInfo, RankingBatch
 
 __all__ = ["FlexRecDataModule", "TaskCollator"]
@@ -123,6 +124,9 @@ class FlexRecDataModule(L.LightningDataModule):
         max_eval_tasks: keep about this many val and test tasks per split: the first users'
             tasks, the same users for every need.
         with_text: build prompt text (needed by LLM policies).
+        text_style: prompt text of items: ``full`` (self-describing) or ``compact`` (title without
+            year or alternative title, categories and short statistics: ~30 % fewer prompt tokens
+            on ML-100K), see :meth:`~flexrec.needs.base.Need.item_text`.
         num_workers: DataLoader workers.
     """
 
@@ -143,9 +147,12 @@ class FlexRecDataModule(L.LightningDataModule):
         max_train_tasks: int | None = None,
         max_eval_tasks: int | None = None,
         with_text: bool = True,
+        text_style: str = "full",
         num_workers: int = 0,
     ) -> None:
         super().__init__()
+        if text_style not in TEXT_STYLES:
+            raise ValueError(f"text_style must be one of {TEXT_STYLES}, got {text_style!r}")
         self.save_hyperparameters()
         self.data: InteractionData | None = None
         self.needs: list[Need] = []
@@ -160,8 +167,10 @@ class FlexRecDataModule(L.LightningDataModule):
         hp = self.hparams
         root = Path(hp.root) if hp.root else None
         self.data = load_dataset(hp.dataset, root)
-        train = [build_need(spec) for spec in hp.needs]
-        evaluated = train if hp.eval_needs is None else [build_need(s) for s in hp.eval_needs]
+        train = [registries.need.build(spec) for spec in hp.needs]
+        evaluated = (
+            train if hp.eval_needs is None else [registries.need.build(s) for s in hp.eval_needs]
+        )
         for key, group in (("needs", train), ("eval_needs", evaluated)):
             names = [n.name for n in group]
             if not names:
@@ -170,7 +179,7 @@ class FlexRecDataModule(L.LightningDataModule):
                 raise ValueError(f"{key} must be distinct, got {names}")
         train_names = {n.name for n in train}
         self.needs = [
-            need.bind(self.data.scale, self.data.trend_window)
+            need.bind(self.data.scale, self.data.trend_window, hp.text_style)
             for need in train + [n for n in evaluated if n.name not in train_names]
         ]
         self.train_needs = tuple(n.name for n in train)

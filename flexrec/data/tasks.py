@@ -14,7 +14,7 @@ candidates, histories and feature statistics).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -51,6 +51,9 @@ class TaskSet:
         instruction: ``T`` instruction strings.
         need_names: the need vocabulary.
         seed: the builder's seed.
+        visible: ``[N]`` bool over the dataset's interactions: the label is observed (False only
+            for the train users' labels hidden in sparse mode; shared by every split).
+        split_users: ``[U_split]`` sorted user indices of the split (including skipped users).
         skipped_users: users without enough interactions.
     """
 
@@ -72,8 +75,9 @@ class TaskSet:
     instruction: list[str]
     need_names: tuple[str, ...]
     seed: int
+    visible: np.ndarray
+    split_users: np.ndarray
     skipped_users: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.users)
@@ -179,6 +183,7 @@ def build_tasks(
             needs,
             clock,
             visible,
+            splits[split],
             users,
             first,
             split,
@@ -189,7 +194,6 @@ def build_tasks(
             eval_instructions,
         )
         out[split].skipped_users = skipped
-        out[split].extra.update(visible=visible, split_users=splits[split])
     return out
 
 
@@ -198,6 +202,7 @@ def _assemble(
     needs: Sequence[Need],
     clock: ItemClock,
     visible: np.ndarray,
+    split_user_ids: np.ndarray,
     users: np.ndarray,
     first: np.ndarray,
     split: str,
@@ -276,4 +281,6 @@ def _assemble(
         instruction=[s for p in parts for s in p["instruction"]],
         need_names=tuple(need.name for need in needs),
         seed=seed,
+        visible=visible,
+        split_users=split_user_ids,
     )

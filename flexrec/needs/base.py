@@ -8,7 +8,7 @@ builder from data before the task's cut). Label thresholds default to the datase
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -18,7 +18,11 @@ from torch import Tensor
 
 from flexrec.needs.functional import interest
 
-__all__ = ["ItemStats", "Need", "NeedContext", "build_need"]
+__all__ = ["TEXT_STYLES", "ItemStats", "Need", "NeedContext"]
+
+TEXT_STYLES = ("full", "compact")
+"""Prompt text styles: ``full`` (self-describing sentences) and ``compact`` (the same facts but
+the release year and alternative titles in far fewer tokens, for CPU-bound LLM training)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,16 @@ class ItemStats:
     label: float = float("nan")
 
 
+def _main_title(title: str) -> str:
+    """The title without a trailing alternative title in parentheses (``"Shall We Dance? (1937)"``
+    style years are already split off by the loaders)."""
+    if title.endswith(")") and " (" in title:
+        head = title[: title.rindex(" (")].strip()
+        if head:
+            return head
+    return title
+
+
 def _window_words(seconds: int) -> str:
     if seconds % 86_400 == 0:
         days = seconds // 86_400
@@ -80,6 +94,7 @@ class Need:
     instructions: ClassVar[tuple[str, ...]]
     held_out: ClassVar[tuple[int, ...]] = ()
     window: int | None = None
+    text_style: str = "full"
 
     def __init__(
         self,
@@ -92,8 +107,15 @@ class Need:
         self.relevant_threshold = relevant_threshold
         self.label_name = "rating"
 
-    def bind(self, scale: Any, trend_window: int | None = None) -> Need:
-        """Fill unset thresholds (and the trend window) from a dataset; returns ``self``."""
+    def bind(
+        self, scale: Any, trend_window: int | None = None, text_style: str | None = None
+    ) -> Need:
+        """Fill unset thresholds (and the trend window) from a dataset and set the prompt text
+        style (one of :data:`TEXT_STYLES`, default ``full``); returns ``self``."""
+        if text_style is not None:
+            if text_style not in TEXT_STYLES:
+                raise ValueError(f"text_style must be one of {TEXT_STYLES}, got {text_style!r}")
+            self.text_style = text_style
         self.threshold = scale.threshold if self.threshold is None else self.threshold
         self.maximum = scale.maximum if self.maximum is None else self.maximum
         if self.relevant_threshold is None:
@@ -139,36 +161,41 @@ class Need:
         return self.instructions[pool[int(rng.integers(len(pool)))]]
 
     def _head(self, item: ItemStats) -> str:
-        title = f"{item.title} ({item.year})" if item.year > 0 else item.title
         cats = ", ".join(item.categories) if item.categories else "no category"
+        if self.text_style == "compact":
+            return f"{_main_title(item.title)} | {cats}"
+        title = f"{item.title} ({item.year})" if item.year > 0 else item.title
         return f"{title} | {cats}"
 
     def _rating(self, item: ItemStats) -> str:
+        compact = self.text_style == "compact"
         if item.count == 0 or np.isnan(item.mean_label):
-            return f"no {self.label_name}s yet"
+            return "unrated" if compact else f"no {self.label_name}s yet"
+        if compact:
+            return f"avg {item.mean_label:.1f} ({item.count})"
         return f"mean {self.label_name} {item.mean_label:.1f} from {item.count} users"
 
     def item_text(self, item: ItemStats) -> str:
-        """One line describing a candidate: title (year) | categories | statistics the need uses."""
+        """One line describing a candidate: title (year) | categories | statistics the need uses.
+
+        Examples:
+            >>> from flexrec.data.dataset import MOVIELENS_SCALE
+            >>> need = Need().bind(MOVIELENS_SCALE, text_style="compact")
+            >>> need.item_text(ItemStats("French Twist (Gazon maudit)", 1995, ["Comedy"], 15, 3.27))
+            'French Twist | Comedy | avg 3.3 (15)'
+            >>> need.text_style = "full"
+            >>> need.item_text(ItemStats("French Twist (Gazon maudit)", 1995, ["Comedy"], 15, 3.27))
+            'French Twist (Gazon maudit) (1995) | Comedy | mean rating 3.3 from 15 users'
+        """
         return f"{self._head(item)} | {self._rating(item)}"
 
     def history_text(self, item: ItemStats) -> str:
         """One line describing a history item with the user's own label when observed."""
         if np.isnan(item.label):
             return self._head(item)
+        if self.text_style == "compact":
+            return f"{self._head(item)} | rated {item.label:g}"
         return f"{self._head(item)} | your {self.label_name}: {item.label:g}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(threshold={self.threshold}, maximum={self.maximum})"
-
-
-def build_need(spec: str | Mapping[str, Any] | Need) -> Need:
-    """Build a need from a registry spec (``name`` or ``{name, args}``).
-
-    A :class:`Need` instance is returned as it is.
-    """
-    if isinstance(spec, Need):
-        return spec
-    from flexrec.registry import registries
-
-    return registries.need.build(spec)

@@ -1,5 +1,11 @@
 """The lazily built pluggy manager: built-ins, then entry points, then named modules.
 
+This module is the one owner of the plug-in state: the pluggy manager, where each plug-in came
+from, the disabled entry points and a generation counter that changes whenever the plug-in set
+may have changed (:func:`reset_plugin_manager`, :func:`load_plugins`). Whoever caches hook results
+(the registries of :mod:`flexrec.registry`) remembers the generation it loaded at and reloads when
+it differs, so this module never needs to know who depends on it.
+
 Nothing is imported until a registry is first used. Environment variables:
 
 - ``FLEXREC_DISABLE_PLUGIN_AUTOLOAD=1`` — skip entry-point discovery (built-ins and explicitly named
@@ -16,6 +22,7 @@ import importlib
 import os
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from importlib import metadata
 
 import pluggy
@@ -31,6 +38,7 @@ __all__ = [
     "get_plugin_manager",
     "load_plugins",
     "plugin_distribution",
+    "plugin_generation",
     "reset_plugin_manager",
 ]
 
@@ -41,11 +49,28 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "flexrec.needs.builtin",
     "flexrec.critic.builtin",
     "flexrec.baselines.builtin",
+    "flexrec.objectives.builtin",
 )
 
-_pm: pluggy.PluginManager | None = None
-_distributions: dict[str, tuple[str, str]] = {}
-_disabled: list[str] = []
+
+@dataclass
+class _PluginState:
+    """The process-wide plug-in state; only this module reads or changes it.
+
+    Attributes:
+        pm: the manager, None until first use (and after a reset).
+        distributions: ``(distribution, version)`` of each packaged plug-in, by plug-in name.
+        disabled: entry points skipped because of ``FLEXREC_DISABLED_PLUGINS``.
+        generation: incremented whenever the plug-in set may have changed.
+    """
+
+    pm: pluggy.PluginManager | None = None
+    distributions: dict[str, tuple[str, str]] = field(default_factory=dict)
+    disabled: list[str] = field(default_factory=list)
+    generation: int = 0
+
+
+_state = _PluginState()
 
 
 def _env_list(var: str) -> list[str]:
@@ -61,24 +86,26 @@ def _flexrec_version() -> str:
 
 def get_plugin_manager() -> pluggy.PluginManager:
     """The process-wide plug-in manager, built on first use."""
-    global _pm
-    if _pm is None:
+    if _state.pm is None:
         pm = pluggy.PluginManager(PROJECT_NAME)
         pm.add_hookspecs(spec)
         if os.environ.get("FLEXREC_TRACE_PLUGINS", "") not in ("", "0"):
             pm.trace.root.setwriter(sys.stderr.write)
             pm.enable_tracing()
-        _distributions.clear()
-        _disabled.clear()
+        distributions: dict[str, tuple[str, str]] = {}
+        disabled: list[str] = []
         for module in BUILTIN_PLUGINS:
             pm.register(importlib.import_module(module), name=module)
-            _distributions[module] = ("flexrec", _flexrec_version())
+            distributions[module] = ("flexrec", _flexrec_version())
         if os.environ.get("FLEXREC_DISABLE_PLUGIN_AUTOLOAD", "") in ("", "0"):
-            _load_entry_points(pm, set(_env_list("FLEXREC_DISABLED_PLUGINS")))
+            blocked = set(_env_list("FLEXREC_DISABLED_PLUGINS"))
+            _load_entry_points(pm, blocked, distributions, disabled)
         _register_modules(pm, _env_list("FLEXREC_PLUGINS"))
         _check_pending(pm)
-        _pm = pm
-    return _pm
+        # only a completely built manager becomes the state
+        _state.distributions, _state.disabled = distributions, disabled
+        _state.pm = pm
+    return _state.pm
 
 
 def _check_pending(pm: pluggy.PluginManager) -> None:
@@ -88,12 +115,19 @@ def _check_pending(pm: pluggy.PluginManager) -> None:
         raise PluginError(f"plug-in {pm.get_name(exc.plugin)!r}: {exc}") from exc
 
 
-def _load_entry_points(pm: pluggy.PluginManager, disabled: set[str]) -> None:
+def _load_entry_points(
+    pm: pluggy.PluginManager,
+    blocked: set[str],
+    distributions: dict[str, tuple[str, str]],
+    disabled: list[str],
+) -> None:
+    """Register the ``flexrec`` entry points, recording each one's distribution in
+    ``distributions`` and each one skipped because it is in ``blocked`` in ``disabled``."""
     for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         dist = ep.dist.name if ep.dist is not None else "unknown distribution"
         version = ep.dist.version if ep.dist is not None else "?"
-        if ep.name in disabled or dist in disabled:
-            _disabled.append(f"{ep.name} ({dist} {version})")
+        if ep.name in blocked or dist in blocked:
+            disabled.append(f"{ep.name} ({dist} {version})")
             pm.set_blocked(ep.name)
             continue
         if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
@@ -106,7 +140,7 @@ def _load_entry_points(pm: pluggy.PluginManager, disabled: set[str]) -> None:
                 f"failed to import: {type(exc).__name__}: {exc}"
             ) from exc
         _register(pm, plugin, ep.name)
-        _distributions[ep.name] = (dist, version)
+        distributions[ep.name] = (dist, version)
 
 
 def _register(pm: pluggy.PluginManager, plugin: object, name: str) -> None:
@@ -142,9 +176,7 @@ def load_plugins(modules: Iterable[str]) -> list[str]:
     added = _register_modules(pm, modules)
     if added:
         _check_pending(pm)
-        from flexrec.registry import registries
-
-        registries.invalidate()
+        _state.generation += 1
     return added
 
 
@@ -171,19 +203,26 @@ def call_per_plugin(hook: str) -> list[tuple[str, object]]:
 
 def plugin_distribution(plugin_name: str) -> tuple[str, str] | None:
     """``(distribution, version)`` of a registered plug-in, or None for unpackaged modules."""
-    return _distributions.get(plugin_name)
+    return _state.distributions.get(plugin_name)
 
 
 def disabled_plugins() -> list[str]:
     """Entry points skipped because of ``FLEXREC_DISABLED_PLUGINS``."""
     get_plugin_manager()
-    return list(_disabled)
+    return list(_state.disabled)
+
+
+def plugin_generation() -> int:
+    """A counter that changes whenever the plug-in set may have changed.
+
+    :func:`reset_plugin_manager` and :func:`load_plugins` (when it registers a module) increment
+    it. A cache of hook results stays valid while the generation it was loaded at is current.
+    """
+    return _state.generation
 
 
 def reset_plugin_manager() -> None:
-    """Drop the manager and every registry's cache (tests, or after installing a plug-in)."""
-    global _pm
-    _pm = None
-    from flexrec.registry import registries
-
-    registries.invalidate()
+    """Drop the manager, so that the next use rebuilds it from the current environment (tests, or
+    after installing a plug-in); every registry reloads on its next access."""
+    _state.pm, _state.distributions, _state.disabled = None, {}, []
+    _state.generation += 1

@@ -51,3 +51,9 @@ def flexrec_register_policies() -> Iterable[type]:
 def flexrec_register_feedback_models() -> Iterable[type]:
     """Return feedback model classes that fill unobserved gains (subclasses of
     :class:`flexrec.critic.base.FeedbackModel`)."""
+
+
+@hookspec
+def flexrec_register_objectives() -> Iterable[type]:
+    """Return training objective classes (subclasses of
+    :class:`flexrec.objectives.base.Objective`)."""

@@ -3,10 +3,13 @@
 A policy ranks a task's ``K`` candidates one position at a time: at step ``k`` it scores the
 candidates, masks those already placed and renormalises (constrained decoding, *convention*), so
 every sampled permutation is valid by construction and every placed item has its own log-probability.
+:func:`decode_permutations` is that loop, shared by every built-in policy; a policy supplies only
+the log-probabilities of one step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -16,11 +19,17 @@ from flexrec.types import RankingBatch, Rollout
 
 __all__ = [
     "Policy",
+    "StepLogProbs",
     "choose",
+    "decode_permutations",
     "masked_log_softmax",
     "placed_before",
     "placed_order_logprobs",
+    "rollout_from_steps",
 ]
+
+StepLogProbs = Callable[[int, Tensor | None, Tensor], Tensor]
+"""``(step, previous, placed) -> logprobs``: one step of :func:`decode_permutations`."""
 
 
 def masked_log_softmax(scores: Tensor, placed: Tensor) -> Tensor:
@@ -72,15 +81,29 @@ def placed_order_logprobs(step_logprobs: Tensor, permutations: Tensor) -> Tensor
     return step_logprobs.gather(-1, permutations.unsqueeze(-1)).squeeze(-1)
 
 
-def choose(
-    logprobs: Tensor, temperature: float, generator: torch.Generator | None = None
-) -> Tensor:
-    """Draw one candidate per row, or the argmax when ``temperature == 0``.
+def rollout_from_steps(
+    permutations: Tensor, step_logprobs: Tensor, reasoning: list[list[list[int]]] | None = None
+) -> Rollout:
+    """The :class:`~flexrec.types.Rollout` of sampled permutations and their per-step log-probs.
+
+    Args:
+        permutations: ``[B, G, K]`` candidate indices in placed order.
+        step_logprobs: ``[B, G, K, K]`` per-step log-probabilities over candidates.
+        reasoning: the rollouts' reasoning tokens (see :attr:`Rollout.reasoning`), or None.
+
+    Returns:
+        The rollout, with ``logprobs [B, G, K]`` gathered from ``step_logprobs``.
+    """
+    logprobs = placed_order_logprobs(step_logprobs, permutations)
+    return Rollout(permutations, logprobs, step_logprobs, reasoning)
+
+
+def choose(logprobs: Tensor, temperature: float) -> Tensor:
+    """Draw one candidate per row (global torch RNG), or the argmax when ``temperature == 0``.
 
     Args:
         logprobs: ``[N, K]`` masked log-probabilities (``-inf`` entries are never chosen).
         temperature: sampling temperature; ``0`` means greedy.
-        generator: optional random generator.
 
     Returns:
         ``[N]`` long candidate indices.
@@ -88,20 +111,68 @@ def choose(
     if temperature <= 0:
         return logprobs.argmax(-1)
     probs = torch.softmax(logprobs / temperature, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return torch.multinomial(probs, 1).squeeze(-1)
+
+
+def decode_permutations(
+    step_logprobs: StepLogProbs,
+    shape: tuple[int, ...],
+    num_candidates: int,
+    temperature: float,
+    device: torch.device | str,
+) -> tuple[Tensor, Tensor]:
+    """The autoregressive constrained-decoding loop: place ``K`` candidates one step at a time.
+
+    At step ``k``, ``step_logprobs(k, previous, placed)`` returns the masked log-probabilities
+    ``[*shape, K]`` of the step (``-inf`` where ``placed``), given the candidates ``previous``
+    ``[*shape]`` placed at step ``k - 1`` (None at step 0) and the placed mask ``placed
+    [*shape, K]``; one candidate per row is then drawn by :func:`choose` (one
+    ``torch.multinomial`` call per step over the ``prod(shape)`` rows, or the argmax). Callbacks
+    that carry state across steps (a KV cache, a running sum) update it from ``previous``.
+
+    Args:
+        step_logprobs: the step callback (see above).
+        shape: leading shape of the rows, e.g. ``(B, G)`` or ``(N,)``.
+        num_candidates: ``K``.
+        temperature: sampling temperature; ``0`` means greedy.
+        device: device of the placed mask.
+
+    Returns:
+        ``(permutations [*shape, K], step_logprobs [*shape, K, K])``.
+
+    Examples:
+        >>> scores = torch.tensor([[1.0, 3.0, 2.0]])
+        >>> perms, steps = decode_permutations(
+        ...     lambda step, previous, placed: masked_log_softmax(scores, placed), (1,), 3, 0.0, "cpu"
+        ... )
+        >>> perms.tolist(), steps.shape
+        ([[1, 2, 0]], torch.Size([1, 3, 3]))
+    """
+    k = num_candidates
+    placed = torch.zeros(*shape, k, dtype=torch.bool, device=device)
+    previous: Tensor | None = None
+    picks, steps = [], []
+    for step in range(k):
+        logp = step_logprobs(step, previous, placed)
+        previous = choose(logp.reshape(-1, k), temperature).reshape(shape)
+        picks.append(previous)
+        steps.append(logp)
+        placed = placed.scatter(-1, previous.unsqueeze(-1), True)
+    return torch.stack(picks, -1), torch.stack(steps, -2)
 
 
 class Policy(nn.Module):
     """Base class of ranking policies (registered through ``flexrec_register_policies``).
 
-    Subclasses set a unique ``name`` and implement :meth:`sample` and :meth:`log_probs`;
-    :meth:`rank` and :meth:`reference_log_probs` have generic implementations that subclasses may
-    override, and :meth:`prepare` is an optional hook (default no-op) to fit on the data module.
-    Constructors may accept the context keyword arguments ``num_items``, ``num_features`` and
-    ``num_needs``; the trainer passes dataset information for those that a constructor accepts.
+    Subclasses set a unique ``name`` and implement :meth:`sample`, :meth:`log_probs` and
+    :meth:`reference_log_probs`; :meth:`rank` has a generic implementation (greedy
+    :meth:`sample`) that subclasses may override, and :meth:`prepare` is an optional hook (default
+    no-op) to fit on the data module. Constructors may accept the context keyword arguments
+    ``num_items``, ``num_features`` and ``num_needs``; the trainer passes dataset information for
+    those that a constructor accepts.
 
     ``Rollout.logprobs`` are the log-probabilities of the policy at temperature 1 (a temperature only
-    changes which items are drawn), so they equal :meth:`log_probs` of the same permutations.
+    changes which items are drawn), so they equal :meth:`log_probs` of the same rollout.
     """
 
     name: ClassVar[str]
@@ -116,16 +187,24 @@ class Policy(nn.Module):
 
         Returns:
             :class:`Rollout` with ``permutations [B, G, K]``, ``logprobs [B, G, K]`` and
-            ``step_logprobs [B, G, K, K]`` (``-inf`` for already placed candidates).
+            ``step_logprobs [B, G, K, K]`` (``-inf`` for already placed candidates), plus
+            whatever else :meth:`log_probs` needs to rebuild them (e.g. ``reasoning``). The batch
+            is not modified.
         """
         raise NotImplementedError
 
-    def log_probs(self, batch: RankingBatch, permutations: Tensor) -> tuple[Tensor, Tensor]:
+    def log_probs(
+        self, batch: RankingBatch, permutations: Tensor, *, rollout: Rollout | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Recompute log-probabilities of given rankings, with gradients.
 
         Args:
             batch: ``B`` tasks.
             permutations: ``[B, G, K]`` candidate indices in placed order.
+            rollout: the :class:`Rollout` (of the same ``B`` tasks) that ``permutations`` come
+                from, when they were sampled. Policies whose rollouts carry more than the
+                permutations (the LLM policy's reasoning tokens, :attr:`Rollout.reasoning`) read
+                it there; the others ignore it. Callers that hold the rollout should pass it.
 
         Returns:
             ``(logprobs [B, G, K], step_logprobs [B, G, K, K])``.
@@ -156,13 +235,14 @@ class Policy(nn.Module):
 
     @torch.no_grad()
     def reference_log_probs(
-        self, batch: RankingBatch, permutations: Tensor
+        self, batch: RankingBatch, permutations: Tensor, *, rollout: Rollout | None = None
     ) -> tuple[Tensor, Tensor]:
         """:meth:`log_probs` under the reference policy pi_ref (no gradients).
 
         Args:
             batch: ``B`` tasks.
             permutations: ``[B, G, K]``.
+            rollout: the rollout ``permutations`` come from, if any (see :meth:`log_probs`).
 
         Returns:
             ``(logprobs [B, G, K], step_logprobs [B, G, K, K])`` of pi_ref.

@@ -1,9 +1,12 @@
-"""Low-level helpers for constrained decoding with a shared, left-padded prompt cache.
+"""Constrained decoding with a shared, left-padded prompt cache, and its single-token fast path.
 
-They call the model's *decoder* (``get_decoder()``, which includes the final norm) and project
-hidden states only onto the identifier rows of the output head, so the ``T x vocab`` logits tensor
-is never built. The KV-cache keyword is ``cache`` in recent transformers and ``past_key_values``
-in older 5.x releases; :func:`cache_keyword` picks the one the decoder accepts.
+The helpers call the model's *decoder* (``get_decoder()``, which includes the final norm) and
+project hidden states only onto the identifier rows of the output head
+(:func:`identifier_scores`), so the ``T x vocab`` logits tensor is never built. The KV-cache keyword
+is ``cache`` in recent transformers and ``past_key_values`` in older 5.x releases;
+:func:`cache_keyword` picks the one the decoder accepts. :func:`token_sample_step` and
+:func:`token_teacher_forced_scores` are the single-token identifier path of the LLM policy (the
+multi-token one is :mod:`flexrec.policies.trie_decoding`).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from flexrec.policies.base import masked_log_softmax
 from flexrec.policies.trie import additive_mask
 
 __all__ = [
@@ -22,9 +26,12 @@ __all__ = [
     "decode_tokens",
     "decode_tree",
     "drop_last",
+    "identifier_scores",
     "left_pad",
     "new_cache",
     "prefill",
+    "token_sample_step",
+    "token_teacher_forced_scores",
 ]
 
 
@@ -73,7 +80,9 @@ class PrefixState:
         last_hidden: ``[N, H]`` final hidden state at the last prompt token.
     """
 
-    def __init__(self, cache: Any, mask: Tensor, next_position: Tensor, last_hidden: Tensor):
+    def __init__(
+        self, cache: Any, mask: Tensor, next_position: Tensor, last_hidden: Tensor
+    ) -> None:
         self.cache = cache
         self.mask = mask
         self.next_position = next_position
@@ -190,3 +199,87 @@ def drop_last(state: PrefixState, count: int) -> None:
     if count > 0:
         state.cache.crop(-count)
         state.mask = state.mask[:, :-count]
+
+
+def identifier_scores(lm: nn.Module, hidden: Tensor, token_ids: Tensor) -> Tensor:
+    """Identifier logits ``[..., K]`` from hidden states ``[..., H]`` (identifier rows only).
+
+    Args:
+        lm: the causal LM (its output embeddings are the head).
+        hidden: ``[..., H]`` final hidden states.
+        token_ids: ``[K]`` the identifiers' token ids.
+
+    Returns:
+        ``[..., K]`` logits of the identifier tokens.
+    """
+    head = lm.get_output_embeddings()
+    scores = hidden @ head.weight[token_ids].T
+    if getattr(head, "bias", None) is not None:
+        scores = scores + head.bias[token_ids]
+    return scores
+
+
+def token_sample_step(
+    lm: nn.Module,
+    decoder: nn.Module,
+    state: PrefixState,
+    token_ids: Tensor,
+    first: Tensor,
+    step: int,
+    previous: Tensor | None,
+    placed: Tensor,
+) -> Tensor:
+    """One single-token sampling step: append the last pick, score the identifiers.
+
+    Bind the first five arguments to get a :data:`~flexrec.policies.base.StepLogProbs` callback.
+
+    Args:
+        lm: the causal LM.
+        decoder: its decoder.
+        state: the prefilled state with ``N`` rows (updated in place).
+        token_ids: ``[K]`` the identifiers' token ids.
+        first: ``[N, K]`` identifier scores at the end of the prompt.
+        step: the step ``k``.
+        previous: ``[N]`` candidates placed at step ``k - 1``, or None at step 0.
+        placed: ``[N, K]`` bool, candidates already placed.
+
+    Returns:
+        ``[N, K]`` log-probabilities of the step (``-inf`` for placed candidates).
+    """
+    scores = first
+    if 0 < step < placed.shape[-1] - 1:  # the last step is forced: its scores do not matter
+        hidden = decode_tokens(decoder, state, token_ids[previous].unsqueeze(-1))
+        scores = identifier_scores(lm, hidden[:, -1], token_ids)
+    return masked_log_softmax(scores, placed)
+
+
+def token_teacher_forced_scores(
+    lm: nn.Module, decoder: nn.Module, state: PrefixState, token_ids: Tensor, permutations: Tensor
+) -> Tensor:
+    """Single-token identifier scores of every step of given rankings, in one forward pass.
+
+    The ``G`` completions of a prompt run against its repeated cache (gradients flow into the
+    shared prefix).
+
+    Args:
+        lm: the causal LM.
+        decoder: its decoder.
+        state: the prefilled state, one row per prompt (``n`` rows; repeated here).
+        token_ids: ``[K]`` the identifiers' token ids.
+        permutations: ``[n, G, K]`` candidate indices in placed order.
+
+    Returns:
+        ``[n, G, K, K]`` unnormalised scores (0 at the last, forced step); apply
+        :func:`~flexrec.policies.base.masked_log_softmax` with the placed-before mask.
+    """
+    n, g, k = permutations.shape
+    first = identifier_scores(lm, state.last_hidden, token_ids)
+    scores = [first.unsqueeze(1).expand(n, g, k).reshape(n * g, 1, k)]
+    if k > 2:
+        state = state.repeat(g)
+        tokens = token_ids[permutations[:, :, : k - 2].reshape(n * g, k - 2)]
+        scores.append(identifier_scores(lm, decode_tokens(decoder, state, tokens), token_ids))
+    if k > 1:
+        # The last step has one candidate left: its probability is 1 whatever the score.
+        scores.append(first.new_zeros(n * g, 1, k))
+    return torch.cat(scores, 1).reshape(n, g, k, k)

@@ -11,12 +11,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from flexrec.policies import decoding as D
 from flexrec.types import RankingBatch
+
+if TYPE_CHECKING:
+    from flexrec.policies.llm import LLMPolicy
 
 __all__ = ["FreeTextResult", "free_text_rankings", "parse_and_repair"]
 
@@ -74,7 +78,7 @@ class FreeTextResult:
 
 @torch.no_grad()
 def free_text_rankings(
-    policy: object,
+    policy: LLMPolicy,
     batch: RankingBatch,
     group_size: int = 1,
     max_new_tokens: int = 80,

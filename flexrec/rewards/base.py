@@ -24,11 +24,20 @@ class Reward(nn.Module):
     :meth:`item_rewards` and receives the sampled permutations; two-argument implementations keep
     working unchanged.
 
+    Attributes:
+        name: the registered name (unique within the ``reward`` registry).
+        list_metric_name: what :attr:`RewardOutput.list_metric` measures; training logs it as
+            ``train/<list_metric_name>``. The base class computes NDCG at the cutoff (``"ndcg"``);
+            a reward that computes another list metric (by overriding :meth:`forward`, e.g. ERR)
+            names it here.
+
     Args:
         cutoff: NDCG cutoff ``c`` of the reward metric; ``None`` means the full list (``c = K``).
     """
 
     name: ClassVar[str]
+    list_metric_name: ClassVar[str] = "ndcg"
+    _rollout_keyword: ClassVar[bool]  # set per class by _wants_rollout
 
     def __init__(self, cutoff: int | None = None) -> None:
         super().__init__()

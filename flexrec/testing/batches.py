@@ -1,14 +1,18 @@
 """Hand-built :class:`~flexrec.types.RankingBatch` objects for tests and benchmarks.
 
 :func:`make_batch` needs no data layer: titles come from a MovieLens ``movies.csv`` when a path is
-given, otherwise from a synthetic list. Histories may have different lengths per task (``-1`` pad),
+given, otherwise from a synthetic list. :func:`movielens_task` reads a MovieLens folder, plain or
+gzipped (``ratings.csv.gz``), such as the copy embedded in the package
+(``flexrec.data.loaders.EMBEDDED_DIR / "ml-latest-small"``). Histories may have different lengths per task (``-1`` pad),
 so prompts have different token lengths (exercises left padding).
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
 from pathlib import Path
+from typing import IO
 
 import torch
 
@@ -28,17 +32,30 @@ INSTRUCTIONS = {
 
 
 def synthetic_titles(n: int) -> list[tuple[str, str]]:
-    """``n`` deterministic ``(title, genres)`` pairs."""
+    """``n`` deterministic ``(title, genres)`` pairs (the same in every process).
+
+    >>> synthetic_titles(2)
+    [('Silent River (1970)', 'Comedy|Drama'), ('Crimson River (1971)', 'Drama|Thriller')]
+    """
     out = []
     for i in range(n):
         title = f"{_ADJ[i % len(_ADJ)]} {_NOUN[(i // len(_ADJ)) % len(_NOUN)]} ({1970 + i % 49})"
-        out.append((title, "|".join({_GENRES[i % 8], _GENRES[(i * 3 + 1) % 8]})))
+        # dict, not set: a set's order follows PYTHONHASHSEED, so prompts would differ by process
+        genres = dict.fromkeys([_GENRES[i % 8], _GENRES[(i * 3 + 1) % 8]])
+        out.append((title, "|".join(genres)))
     return out
 
 
+def _open_text(path: Path) -> IO[str]:
+    """``path``, or ``path.gz`` when only the gzipped file exists, opened as UTF-8 CSV text."""
+    if not path.is_file() and path.with_name(path.name + ".gz").is_file():
+        return gzip.open(path.with_name(path.name + ".gz"), "rt", newline="", encoding="utf-8")
+    return open(path, newline="", encoding="utf-8")
+
+
 def load_movie_titles(movies_csv: str | Path, limit: int = 2000) -> list[tuple[str, str]]:
-    """The first ``limit`` ``(title, genres)`` rows of a MovieLens ``movies.csv``."""
-    with open(movies_csv, newline="", encoding="utf-8") as handle:
+    """The first ``limit`` ``(title, genres)`` rows of a MovieLens ``movies.csv`` (or ``.csv.gz``)."""
+    with _open_text(Path(movies_csv)) as handle:
         reader = csv.DictReader(handle)
         rows = []
         for row in reader:
@@ -136,7 +153,7 @@ def movielens_task(
     cut and the candidates are the next ``num_candidates`` rated movies, shuffled (seeded).
 
     Args:
-        data_dir: a MovieLens latest / 20M style folder.
+        data_dir: a MovieLens latest / 20M style folder (``.csv`` or ``.csv.gz`` files).
         user_id: MovieLens ``userId``.
         history_length: ``L``.
         num_candidates: ``K``.
@@ -147,9 +164,9 @@ def movielens_task(
         A fully observed :class:`RankingBatch` with ``B = 1``.
     """
     root = Path(data_dir)
-    with open(root / "movies.csv", newline="", encoding="utf-8") as handle:
+    with _open_text(root / "movies.csv") as handle:
         movies = {int(r["movieId"]): (r["title"], r["genres"]) for r in csv.DictReader(handle)}
-    with open(root / "ratings.csv", newline="", encoding="utf-8") as handle:
+    with _open_text(root / "ratings.csv") as handle:
         rows = [
             (int(r["timestamp"]), int(r["movieId"]), float(r["rating"]))
             for r in csv.DictReader(handle)

@@ -1,7 +1,9 @@
 """Contract test suites every component must pass, reusable by plug-in authors.
 
-Subclass a contract in your own test module and say which component to test, either with a
-``spec`` class attribute or by overriding the ``*_spec`` fixture::
+One suite per registry: :class:`RewardContract`, :class:`EstimatorContract`, :class:`NeedContract`,
+:class:`PolicyContract` and :class:`FeedbackModelContract`. Subclass one in your own test module
+and say which component to test, either with a ``spec`` class attribute or by overriding the
+``*_spec`` fixture::
 
     from flexrec.testing.contracts import RewardContract
 
@@ -9,7 +11,8 @@ Subclass a contract in your own test module and say which component to test, eit
         spec = {"name": "my_reward", "args": {"cutoff": 5}}
 
 pytest then runs every ``test_*`` method of the contract against your component, built through
-the registry exactly as a config would build it (so registration is tested too).
+the registry exactly as a config would build it (so registration is tested too). flexrec runs the
+same suites over every built-in component.
 """
 
 from __future__ import annotations
@@ -21,9 +24,20 @@ import torch
 from torch import Tensor
 
 from flexrec.registry import registries
+from flexrec.testing.feedback_contract import FeedbackModelContract
+from flexrec.testing.objective_contract import ObjectiveContract
+from flexrec.testing.policy_contract import PolicyContract
 from flexrec.types import RewardOutput, Rollout
 
-__all__ = ["EstimatorContract", "NeedContract", "RewardContract", "random_rollout"]
+__all__ = [
+    "EstimatorContract",
+    "FeedbackModelContract",
+    "NeedContract",
+    "ObjectiveContract",
+    "PolicyContract",
+    "RewardContract",
+    "random_rollout",
+]
 
 
 def random_rollout(

@@ -9,6 +9,8 @@ module's end-to-end tests and handy for checking a new plug-in quickly.
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -88,7 +90,7 @@ class SyntheticDataModule(L.LightningDataModule):
         self.val = self._make(num_val, gen)
 
     def _make(self, n: int, gen: torch.Generator) -> RankingBatch:
-        hp = self.hparams
+        hp: Any = self.hparams  # an AttributeDict, typed by Lightning as a plain mapping
         k, f = hp.num_candidates, self.info.num_features
         features = torch.rand(n, k, f, generator=gen)
         need_index = torch.randint(0, len(self.needs), (n,), generator=gen)
@@ -119,18 +121,18 @@ class SyntheticDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader[RankingBatch]:
         """Shuffled training tasks, reproducible per (seed, epoch)."""
         data = _Tasks(self.train)
+        hp: Any = self.hparams
         return DataLoader(
             data,
-            batch_size=self.hparams.batch_size,
-            sampler=EpochShuffleSampler(len(data), self.hparams.seed),
+            batch_size=hp.batch_size,
+            sampler=EpochShuffleSampler(len(data), hp.seed),
             collate_fn=collate_tasks,
         )
 
     def val_dataloader(self) -> DataLoader[RankingBatch]:
         """Validation tasks in a fixed order."""
-        return DataLoader(
-            _Tasks(self.val), batch_size=self.hparams.batch_size, collate_fn=collate_tasks
-        )
+        hp: Any = self.hparams
+        return DataLoader(_Tasks(self.val), batch_size=hp.batch_size, collate_fn=collate_tasks)
 
     def test_dataloader(self) -> DataLoader[RankingBatch]:
         """The validation tasks (the synthetic task has no separate test split)."""

@@ -115,7 +115,9 @@ def build_tiny_llm(directory: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
     # Larger random weights than the default init, so the random model has peaked distributions.
+    embeddings = model.get_input_embeddings()
+    assert isinstance(embeddings, torch.nn.Embedding)
     with torch.no_grad():
-        model.get_input_embeddings().weight.normal_(0.0, 0.15)
+        embeddings.weight.normal_(0.0, 0.15)
     model.save_pretrained(out)
     return out

@@ -19,8 +19,8 @@ from flexrec.baselines import (
     ScoringPolicy,
 )
 from flexrec.baselines.sasrec import training_windows
-from flexrec.critic.base import FeedbackData
 from flexrec.data.features import FEATURE_NAMES
+from flexrec.data.feedback import FeedbackData
 from flexrec.registry import registries
 from flexrec.testing.batches import make_batch
 from flexrec.types import DataInfo, RankingBatch
@@ -313,17 +313,6 @@ def test_module_setup_prepares_a_learned_baseline(movielens) -> None:
     # fitted on the train users' visible interactions only
     assert module.policy.item_factors.num_embeddings == movielens.info.num_items
     assert 0.0 < metrics["val/ndcg@5/maximize_interest"] <= 1.0
-
-
-@pytest.mark.parametrize(
-    "name", ["flexrec.baselines.heuristic", "flexrec.baselines.sasrec", "flexrec.baselines.bpr"]
-)
-def test_doctests(name: str) -> None:
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0
 
 
 def test_a_trainable_baseline_runs_in_the_rl_loop() -> None:

@@ -17,7 +17,9 @@ from omegaconf import OmegaConf
 from flexrec.benchmark.cli import main
 from flexrec.benchmark.grid import load_grid
 from flexrec.benchmark.report import aggregate, mean_se, write_report
+from flexrec.benchmark.runner import _records, _written_record, validate_grid
 from flexrec.errors import ConfigError
+from flexrec.run_record import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 SYNTHETIC = REPO / "configs" / "synthetic.yaml"
@@ -87,6 +89,8 @@ def test_bundle_axis_sets_several_keys(tmp_path: Path) -> None:
         ("base: nowhere.yaml\n", "base config not found"),
         (GRID.replace("reference: sequence+grpo", "reference: nope"), "reference cell 'nope'"),
         (GRID.replace("axes:", "axis:"), "unknown grid keys ['axis']"),
+        (GRID.replace("commands: [fit]", "commands: [fit, predict]"), "bad commands"),
+        (GRID.replace("    set: {model.group_size: 2}", "    sett: {}"), "cell 'short' takes only"),
     ],
 )
 def test_bad_grid_files(tmp_path: Path, text: str, message: str) -> None:
@@ -106,6 +110,73 @@ def test_dry_run_fails_on_the_bad_cell_with_one_line(
     assert not (tmp_path / "benchmarks").exists()
     assert main(["--grid", str(_grid(tmp_path)), "--dry-run"]) == 0
     assert "5 cells × 2 seeds = 10 runs, all valid" in capsys.readouterr().out
+
+
+def test_dry_run_rejects_an_unknown_model_argument(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = GRID.replace(
+        "  trainer.max_epochs: 1\n", "  trainer.max_epochs: 1\n  model.group_sizee: 3\n"
+    )
+    assert main(["--grid", str(_grid(tmp_path, bad)), "--dry-run"]) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert "cell 'sequence+grpo': unknown model argument 'group_sizee'; valid: policy," in err
+
+
+POLICIES = """
+from flexrec.policies.base import Policy
+
+
+class KwargsPolicy(Policy):
+    name = "test_kwargs_policy"
+
+    def __init__(self, dim: int = 8, **options: object) -> None:
+        super().__init__()
+        self.options = options
+
+
+class NeedsItemsPolicy(Policy):
+    name = "test_needs_items_policy"
+
+    def __init__(self, num_items: int, dim: int = 8) -> None:
+        super().__init__()
+"""
+
+
+def test_policy_arguments_are_checked_as_the_registry_builds_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "grid_policies.py").write_text(POLICIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    axis = (
+        "  model.policy:\n"
+        "    - {name: 'grid_policies:KwargsPolicy', args: {dim: 4, vocab: 7}}\n"
+        "    - {name: 'grid_policies:NeedsItemsPolicy', args: {dim: 4}}\n"
+    )
+    text = GRID.replace("  model.estimator: [grpo, ua_grpo]\n", axis).replace(
+        "reference: sequence+grpo", ""
+    )
+    # a constructor with **kwargs takes extra arguments; data facts (num_items) count as given
+    assert validate_grid(load_grid(_grid(tmp_path, text))) == 5
+    bad = text.replace("args: {dim: 4}}", "args: {dim: 4, vocab: 7}}")
+    with pytest.raises(
+        ConfigError, match=r"NeedsItemsPolicy\(dim=4,vocab=7\)': policy .*unknown argument 'vocab'"
+    ):
+        validate_grid(load_grid(_grid(tmp_path, bad)))
+
+
+def test_the_run_record_of_a_command_is_found_where_it_was_written(tmp_path: Path) -> None:
+    first = tmp_path / "logs" / "version_0" / "run.json"
+    write_json_atomic(first, {"metrics": {"fit": {}}})
+    before = _records(tmp_path)
+    second = tmp_path / "elsewhere" / "run.json"  # e.g. a logger configured by the grid's base
+    write_json_atomic(second, {"metrics": {"test": {}}})
+    assert _written_record(tmp_path, before, "test") == second
+    before = _records(tmp_path)
+    write_json_atomic(first, {"metrics": {"fit": {}, "validate": {}}})  # logger=False: rewritten
+    assert _written_record(tmp_path, before, "validate") == first
+    with pytest.raises(RuntimeError, match="wrote 0 run records"):
+        _written_record(tmp_path, _records(tmp_path), "test")
 
 
 @pytest.mark.slow
@@ -188,8 +259,6 @@ def test_report_means_and_standard_errors_by_hand(tmp_path: Path) -> None:
 @pytest.mark.parametrize("grid", sorted((REPO / "benchmarks").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_grids_are_valid(grid: Path) -> None:
     loaded = load_grid(grid)
-    from flexrec.benchmark.runner import validate_grid
-
     assert validate_grid(loaded) == len(loaded.cells) >= 2
     assert len(loaded.seeds) >= 3
 

@@ -1,24 +1,27 @@
-"""Feedback models: pass-through of observed gains, KNN on hand-built matrices, critic calibration."""
+"""Feedback models: pass-through of observed gains, KNN on hand-built matrices, critic calibration.
+
+The critic runs on semi-synthetic KuaiRec simulated from made-up side tables
+(:func:`flexrec.testing.fakes.fake_kuairec_side`), so these tests need no real data files. The
+properties every feedback model must have are checked by the contract suite (tests/test_contracts.py).
+"""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from flexrec.critic.base import FeedbackData, calibration, imputation_metrics
+from flexrec.critic.base import calibration, imputation_metrics
 from flexrec.critic.ensemble import EnsembleCritic
 from flexrec.critic.knn import ItemKNN, UserKNN
 from flexrec.data.datamodule import TaskCollator
 from flexrec.data.dataset import MOVIELENS_SCALE
+from flexrec.data.feedback import FeedbackData
 from flexrec.data.simulator import SimulatorConfig, simulate_kuairec
 from flexrec.data.tasks import build_tasks
 from flexrec.needs.builtin import MaximizeInterest, TrendPromotion
 from flexrec.registry import registries
-
-SIDE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "kuairec-side"
+from flexrec.testing.fakes import fake_kuairec_side
 
 
 def _hand_data() -> FeedbackData:
@@ -47,17 +50,17 @@ def test_item_knn_hand_built() -> None:
     assert mean[0] > 3.25
 
 
-def _sim_tasks() -> tuple:
-    if not SIDE.is_dir():
-        pytest.skip(f"{SIDE} not available")
-    data = simulate_kuairec(SIDE, SimulatorConfig(num_users=120, num_items=300, seed=1))
+@pytest.fixture(scope="module")
+def sim_tasks(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    side = fake_kuairec_side(tmp_path_factory.mktemp("kuairec-side"))
+    data = simulate_kuairec(side, SimulatorConfig(num_users=120, num_items=300, seed=1))
     needs = [n.bind(data.scale, data.trend_window) for n in (MaximizeInterest(), TrendPromotion())]
     tasks = build_tasks(data, needs, sparse_p=0.1, seed=0)
     return data, needs, tasks
 
 
-def test_predict_passes_observed_through_and_fills_the_rest() -> None:
-    data, needs, tasks = _sim_tasks()
+def test_predict_passes_observed_through_and_fills_the_rest(sim_tasks: tuple) -> None:
+    data, needs, tasks = sim_tasks
     feedback = FeedbackData.from_tasks(data, tasks["train"], needs)
     assert abs(len(feedback) / (0.8 * 120 * 300) - 0.1) < 0.02
     model = ItemKNN().fit(feedback)
@@ -74,8 +77,8 @@ def test_predict_passes_observed_through_and_fills_the_rest() -> None:
     torch.testing.assert_close(gains[rows][hidden], expected[hidden])
 
 
-def test_critic_beats_knn_and_is_calibrated() -> None:
-    data, needs, tasks = _sim_tasks()
+def test_critic_beats_knn_and_is_calibrated(sim_tasks: tuple) -> None:
+    data, needs, tasks = sim_tasks
     feedback = FeedbackData.from_tasks(data, tasks["train"], needs)
     critic = registries.feedback.build({"name": "critic", "args": {"members": 2, "epochs": 15}})
     assert isinstance(critic, EnsembleCritic)

@@ -1,4 +1,9 @@
-"""Fixtures of the data tests: the shared real files (skipped cleanly when absent)."""
+"""Fixtures of the data tests: the embedded MovieLens copy, and the shared real files.
+
+Tests that only need *a* dataset use the copy of ml-latest-small embedded in the package, so every
+clone runs them; only tests of the real-file loaders use ``../shared/data`` (skipped cleanly when
+absent, or when ``FLEXREC_SHARED_DATA`` points to a missing folder; see tests/conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -8,40 +13,38 @@ import pytest
 
 from flexrec.data.dataset import InteractionData
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
-
-def _folder(name: str) -> Path:
-    folder = SHARED_DATA / name
+def _folder(shared: Path, name: str) -> Path:
+    folder = shared / name
     if not folder.is_dir():
         pytest.skip(f"real data {folder} not available (expected ../shared/data/{name})")
     return folder
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
+def shared_data(shared_data_dir: Path) -> Path:
     """``../shared/data`` (relative to the repository root)."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data folder {SHARED_DATA} not available")
-    return SHARED_DATA
+    if not shared_data_dir.is_dir():
+        pytest.skip(f"shared data folder {shared_data_dir} not available")
+    return shared_data_dir
 
 
 @pytest.fixture(scope="session")
-def ml100k_dir() -> Path:
+def ml100k_dir(shared_data_dir: Path) -> Path:
     """The real MovieLens 100K folder."""
-    return _folder("ml-100k")
+    return _folder(shared_data_dir, "ml-100k")
 
 
 @pytest.fixture(scope="session")
-def ml_latest_small_dir() -> Path:
+def ml_latest_small_dir(shared_data_dir: Path) -> Path:
     """The real MovieLens latest-small folder."""
-    return _folder("ml-latest-small")
+    return _folder(shared_data_dir, "ml-latest-small")
 
 
 @pytest.fixture(scope="session")
-def kuairec_side_dir() -> Path:
+def kuairec_side_dir(shared_data_dir: Path) -> Path:
     """The real KuaiRec 2.0 side tables."""
-    return _folder("kuairec-side")
+    return _folder(shared_data_dir, "kuairec-side")
 
 
 @pytest.fixture(scope="session")
@@ -50,3 +53,12 @@ def ml100k(ml100k_dir: Path) -> InteractionData:
     from flexrec.data.movielens import load_movielens_100k
 
     return load_movielens_100k(ml100k_dir)
+
+
+@pytest.fixture(scope="session")
+def ml_latest_small() -> InteractionData:
+    """MovieLens latest-small from the copy embedded in the package, loaded once per session."""
+    from flexrec.data.loaders import EMBEDDED_DIR
+    from flexrec.data.movielens import load_movielens_latest
+
+    return load_movielens_latest(EMBEDDED_DIR / "ml-latest-small")

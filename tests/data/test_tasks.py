@@ -1,4 +1,7 @@
-"""Task builder and data module: no leakage, true labels, disjoint users, seeds, sparse mode."""
+"""Task builder and data module: no leakage, true labels, disjoint users, seeds, sparse mode.
+
+All on the MovieLens latest-small copy embedded in the package (610 users), so any clone runs them.
+"""
 
 from __future__ import annotations
 
@@ -21,8 +24,8 @@ def _needs(data: InteractionData) -> list:
 
 
 @pytest.fixture(scope="module")
-def ml100k_tasks(ml100k: InteractionData) -> dict[str, TaskSet]:
-    return build_tasks(ml100k, _needs(ml100k), train_cuts_per_user=3, seed=5)
+def movielens_tasks(ml_latest_small: InteractionData) -> dict[str, TaskSet]:
+    return build_tasks(ml_latest_small, _needs(ml_latest_small), train_cuts_per_user=3, seed=5)
 
 
 def _lookup(data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -35,62 +38,66 @@ def _lookup(data: InteractionData, users: np.ndarray, items: np.ndarray) -> np.n
 
 
 def test_no_future_in_history_and_true_candidate_labels(
-    ml100k: InteractionData, ml100k_tasks: dict[str, TaskSet]
+    ml_latest_small: InteractionData, movielens_tasks: dict[str, TaskSet]
 ) -> None:
-    for tasks in ml100k_tasks.values():
+    for tasks in movielens_tasks.values():
         valid = tasks.history >= 0
         users = np.broadcast_to(tasks.users[:, None], tasks.history.shape)
-        rows = _lookup(ml100k, users[valid], tasks.history[valid])
+        rows = _lookup(ml_latest_small, users[valid], tasks.history[valid])
         cut = np.broadcast_to(tasks.cut[:, None], tasks.history.shape)[valid]
-        assert (ml100k.timestamp[rows] < cut).all()
-        np.testing.assert_array_equal(ml100k.label[rows], tasks.history_labels[valid])
+        assert (ml_latest_small.timestamp[rows] < cut).all()
+        np.testing.assert_array_equal(ml_latest_small.label[rows], tasks.history_labels[valid])
         users = np.broadcast_to(tasks.users[:, None], tasks.candidates.shape)
-        rows = _lookup(ml100k, users.ravel(), tasks.candidates.ravel())
-        np.testing.assert_array_equal(ml100k.label[rows], tasks.true_labels.ravel())
-        assert (ml100k.timestamp[rows] >= np.repeat(tasks.cut, tasks.candidates.shape[1])).all()
+        rows = _lookup(ml_latest_small, users.ravel(), tasks.candidates.ravel())
+        np.testing.assert_array_equal(ml_latest_small.label[rows], tasks.true_labels.ravel())
+        assert (
+            ml_latest_small.timestamp[rows] >= np.repeat(tasks.cut, tasks.candidates.shape[1])
+        ).all()
         assert tasks.observed.all()
         assert all(len(set(row)) == len(row) for row in tasks.candidates.tolist())
 
 
-def test_users_split_and_counts(ml100k_tasks: dict[str, TaskSet]) -> None:
-    train, val, test = (set(ml100k_tasks[s].users.tolist()) for s in ("train", "val", "test"))
+def test_users_split_and_counts(movielens_tasks: dict[str, TaskSet]) -> None:
+    train, val, test = (set(movielens_tasks[s].users.tolist()) for s in ("train", "val", "test"))
     assert not train & test and not train & val and not val & test
-    assert len(train) + ml100k_tasks["train"].skipped_users == 754
-    parts = split_users(943, seed=5)
-    assert sum(len(p) for p in parts.values()) == 943
-    assert len(ml100k_tasks["test"]) == 3 * len(test)  # one cut per test user, three needs
-    assert (np.bincount(ml100k_tasks["test"].need) == len(test)).all()
+    assert len(train) + movielens_tasks["train"].skipped_users == 488  # round(0.8 * 610)
+    parts = split_users(610, seed=5)
+    assert sum(len(p) for p in parts.values()) == 610
+    assert len(movielens_tasks["test"]) == 3 * len(test)  # one cut per test user, three needs
+    assert (np.bincount(movielens_tasks["test"].need) == len(test)).all()
 
 
 def test_features_only_use_the_past(
-    ml100k: InteractionData, ml100k_tasks: dict[str, TaskSet]
+    ml_latest_small: InteractionData, movielens_tasks: dict[str, TaskSet]
 ) -> None:
-    tasks = ml100k_tasks["val"]
+    tasks = movielens_tasks["val"]
     for t in range(0, len(tasks), 37):
         for k in range(0, 20, 7):
             item, cut = tasks.candidates[t, k], tasks.cut[t]
-            earlier = (ml100k.item == item) & (ml100k.timestamp < cut)
+            earlier = (ml_latest_small.item == item) & (ml_latest_small.timestamp < cut)
             assert tasks.count[t, k] == earlier.sum()
             if earlier.any():
-                assert tasks.mean_label[t, k] == pytest.approx(ml100k.label[earlier].mean())
-            window = earlier & (ml100k.timestamp >= cut - ml100k.trend_window)
+                assert tasks.mean_label[t, k] == pytest.approx(
+                    ml_latest_small.label[earlier].mean()
+                )
+            window = earlier & (ml_latest_small.timestamp >= cut - ml_latest_small.trend_window)
             assert tasks.recent[t, k] == window.sum()
     assert tasks.features.shape[-1] == 6
     assert (tasks.features >= 0).all() and (tasks.features <= 1).all()
 
 
-def test_seeded_reproducibility(ml100k: InteractionData) -> None:
-    needs = _needs(ml100k)[:1]
-    a = build_tasks(ml100k, needs, seed=1)["train"]
-    b = build_tasks(ml100k, needs, seed=1)["train"]
-    c = build_tasks(ml100k, needs, seed=2)["train"]
+def test_seeded_reproducibility(ml_latest_small: InteractionData) -> None:
+    needs = _needs(ml_latest_small)[:1]
+    a = build_tasks(ml_latest_small, needs, seed=1)["train"]
+    b = build_tasks(ml_latest_small, needs, seed=1)["train"]
+    c = build_tasks(ml_latest_small, needs, seed=2)["train"]
     np.testing.assert_array_equal(a.candidates, b.candidates)
     assert a.instruction == b.instruction
     assert not np.array_equal(a.users, c.users[: len(a.users)]) or len(a) != len(c)
 
 
-def test_sparse_mode(ml100k: InteractionData) -> None:
-    tasks = build_tasks(ml100k, _needs(ml100k)[:1], sparse_p=0.1, seed=3)
+def test_sparse_mode(ml_latest_small: InteractionData) -> None:
+    tasks = build_tasks(ml_latest_small, _needs(ml_latest_small)[:1], sparse_p=0.1, seed=3)
     train = tasks["train"]
     assert abs(train.observed.mean() - 0.1) < 0.01
     assert tasks["test"].observed.all() and tasks["val"].observed.all()

@@ -17,6 +17,8 @@ from flexrec.plugin.manager import (
     get_plugin_manager,
     load_plugins,
     plugin_distribution,
+    plugin_generation,
+    reset_plugin_manager,
 )
 from flexrec.registry import registries
 
@@ -24,7 +26,7 @@ from flexrec.registry import registries
 def test_builtins_load_lazily_and_register() -> None:
     import flexrec.plugin.manager as manager
 
-    assert manager._pm is None  # nothing loaded before first use
+    assert manager._state.pm is None  # nothing loaded before first use
     assert {"swap", "sequence"} <= set(registries.reward.names())
     assert {"grpo", "ua_grpo"} <= set(registries.estimator.names())
     for module in BUILTIN_PLUGINS:
@@ -137,3 +139,19 @@ def test_cli_broken_plugin_exits_2_with_one_line(installed_plugin: Callable[...,
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "boom at import" in proc.stderr
     assert proc.stderr.startswith("flexrec: error: plug-in entry point 'tiny'")
+
+
+def test_registries_follow_the_plugin_generation(
+    tmp_path: Path, monkeypatch, plugin_source: str
+) -> None:
+    monkeypatch.delitem(sys.modules, "late_plugin", raising=False)
+    (tmp_path / "late_plugin.py").write_text(plugin_source.format(reward_name="late"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "late" not in registries.reward.names()
+    monkeypatch.setenv("FLEXREC_PLUGINS", "late_plugin")
+    assert "late" not in registries.reward.names()  # loaded entries stay while the set is unchanged
+    before = plugin_generation()
+    reset_plugin_manager()  # the manager knows nothing of registries; they notice the change
+    assert plugin_generation() == before + 1
+    assert "late" in registries.reward.names()
+    assert load_plugins(["late_plugin"]) == [] and plugin_generation() == before + 1

@@ -6,9 +6,11 @@ import torch
 
 from flexrec.policies.base import (
     choose,
+    decode_permutations,
     masked_log_softmax,
     placed_before,
     placed_order_logprobs,
+    rollout_from_steps,
 )
 
 
@@ -34,6 +36,42 @@ def test_placed_before_and_placed_order() -> None:
 def test_choose_greedy_and_never_picks_masked() -> None:
     logp = masked_log_softmax(torch.tensor([[5.0, 1.0, 0.0]]), torch.tensor([[True, False, False]]))
     assert choose(logp, 0.0).item() == 1
-    gen = torch.Generator().manual_seed(0)
-    picks = torch.stack([choose(logp, 2.0, gen) for _ in range(200)])
+    torch.manual_seed(0)
+    picks = torch.stack([choose(logp, 2.0) for _ in range(200)])
     assert set(picks.flatten().tolist()) == {1, 2}
+
+
+def test_decode_permutations_feeds_back_the_previous_pick_and_the_placed_mask() -> None:
+    scores = torch.tensor([[[0.0, 3.0, 1.0, 2.0]], [[4.0, 1.0, 2.0, 3.0]]])  # [B=2, G=1, K=4]
+    seen: list[tuple[int, list | None, list]] = []
+
+    def step_logprobs(step: int, previous: torch.Tensor | None, placed: torch.Tensor):
+        seen.append((step, None if previous is None else previous.tolist(), placed.tolist()))
+        return masked_log_softmax(scores, placed)
+
+    perms, steps = decode_permutations(step_logprobs, (2, 1), 4, 0.0, "cpu")
+    assert perms.tolist() == [[[1, 3, 2, 0]], [[0, 3, 2, 1]]]
+    assert steps.shape == (2, 1, 4, 4)
+    assert [s for s, _, _ in seen] == [0, 1, 2, 3]
+    assert seen[0][1] is None and seen[1][1] == [[1], [0]] and seen[3][1] == [[2], [2]]
+    assert seen[2][2] == [[[False, True, False, True]], [[True, False, False, True]]]
+    rollout = rollout_from_steps(perms, steps)
+    assert torch.equal(rollout.logprobs, placed_order_logprobs(steps, perms))
+    assert torch.all(rollout.logprobs[..., -1] == 0) and rollout.reasoning is None
+
+
+def test_decode_permutations_draws_one_multinomial_per_step() -> None:
+    logits = torch.randn(3, 5)
+    torch.manual_seed(7)
+    perms, _ = decode_permutations(
+        lambda step, previous, placed: masked_log_softmax(logits, placed), (3,), 5, 1.0, "cpu"
+    )
+    torch.manual_seed(7)
+    placed = torch.zeros(3, 5, dtype=torch.bool)
+    expected = []
+    for _ in range(5):
+        pick = choose(masked_log_softmax(logits, placed), 1.0)
+        expected.append(pick)
+        placed = placed.scatter(-1, pick.unsqueeze(-1), True)
+    assert torch.equal(perms, torch.stack(expected, -1))
+    assert torch.equal(perms.sort(-1).values, torch.arange(5).expand(3, 5))

@@ -119,17 +119,24 @@ def test_reasoning_mode_conditions_the_ranking_on_generated_text(make_policy) ->
     batch = make_batch(batch_size=2, num_candidates=4, seed=2)
     torch.manual_seed(0)
     rollout = policy.sample(batch, group_size=3)
-    reasonings = [m["reasoning"] for m in batch.meta]
+    reasonings = rollout.reasoning
     assert [len(r) for r in reasonings] == [3, 3]
     assert all(0 < len(r) <= 6 for group in reasonings for r in group)
-    prompts = policy._ranking_prompts(batch, 3)[0]
+    assert all("reasoning" not in m for m in batch.meta)  # the batch is not modified
+    prompts = policy._ranking_prompts(batch, 3, reasonings)[0]
     text = policy.tokenizer.decode(prompts[0])
     assert "<|im_start|>assistant\nReasoning:" in text and text.endswith("\nRanking:")
-    logprobs, _ = policy.log_probs(batch, rollout.permutations)
+    logprobs, _ = policy.log_probs(batch, rollout.permutations, rollout=rollout)
     torch.testing.assert_close(logprobs.detach(), rollout.logprobs, atol=1e-5, rtol=0)
+    alone, _ = policy.log_probs(
+        batch.select([1]), rollout.permutations[1:], rollout=rollout.select([1])
+    )
+    torch.testing.assert_close(alone.detach(), rollout.logprobs[1:], atol=1e-5, rtol=0)
     fresh = make_batch(batch_size=2, num_candidates=4, seed=2)
     with pytest.raises(ValueError, match="reasoning"):
         policy.log_probs(fresh, rollout.permutations)
+    with pytest.raises(ValueError, match="reasoning"):
+        policy.log_probs(batch.select([0]), rollout.permutations[:1], rollout=rollout)
 
 
 @pytest.mark.parametrize(

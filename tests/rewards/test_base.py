@@ -46,3 +46,13 @@ def test_rollout_is_passed_only_to_rewards_that_declare_it() -> None:
     # the list metric and weights are the base class's, whatever the item rewards are
     torch.testing.assert_close(out.list_metric, plain.list_metric)
     assert PositionAware._wants_rollout() and not PlainReward._wants_rollout()
+
+
+def test_built_in_rewards_name_ndcg_as_their_list_metric() -> None:
+    from flexrec.registry import registries
+
+    # the base class computes NDCG at the cutoff, and training logs it as train/ndcg
+    assert Reward.list_metric_name == "ndcg"
+    for entry in registries.reward.entries():
+        if entry.module.startswith("flexrec."):
+            assert entry.cls.list_metric_name == "ndcg", entry.name

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from flexrec.testing.contracts import EstimatorContract, NeedContract, RewardContract
+from flexrec.testing.objective_contract import ObjectiveContract
 
 
 class TestDiverseSwapContract(RewardContract):
@@ -25,3 +26,7 @@ class TestRLOOUncertaintyClippedContract(EstimatorContract):
 
 class TestHiddenGemsContract(NeedContract):
     spec: ClassVar[Any] = {"name": "hidden_gems", "args": {"max_trend": 0.25}}
+
+
+class TestPairwiseLogisticContract(ObjectiveContract):
+    spec: ClassVar[Any] = {"name": "pairwise_logistic", "args": {"sigma": 2.0}}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flexrec.plugin import hookimpl
 from flexrec_example.estimators import RLOOUncertainty
 from flexrec_example.needs import HiddenGems
+from flexrec_example.objectives import PairwiseLogistic
 from flexrec_example.rewards import DiverseSwap
 
 
@@ -24,3 +25,9 @@ def flexrec_register_advantage_estimators() -> list[type]:
 def flexrec_register_needs() -> list[type]:
     """``hidden_gems``."""
     return [HiddenGems]
+
+
+@hookimpl
+def flexrec_register_objectives() -> list[type]:
+    """``pairwise_logistic``."""
+    return [PairwiseLogistic]

@@ -1,16 +1,14 @@
-"""LightningCLI wiring for ``flexrec fit|validate|test|predict`` and the run record.
+"""The LightningCLI behind ``flexrec fit|validate|test|predict``.
 
-Every run directory (the first logger's ``log_dir``) gets a ``run.json`` with the resolved config,
-the seed, package and plug-in versions, the git commit and the final metrics of each subcommand.
+:class:`FlexRecCLI` wires :class:`~flexrec.module.FlexRecModule` to any data module, adds flexrec's
+defaults (CSV + TensorBoard loggers, a last-checkpoint link, a rich progress bar) and writes the run
+record (:mod:`flexrec.run_record`) into the run directory after ``fit``, ``validate`` and ``test``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import subprocess
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -18,44 +16,11 @@ import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 
+from flexrec.errors import ConfigError
 from flexrec.module import FlexRecModule
+from flexrec.run_record import record_metrics
 
-__all__ = ["FlexRecCLI", "run_record", "write_json_atomic"]
-
-PACKAGES = ("flexrec", "torch", "lightning", "transformers", "peft", "pluggy", "torchmetrics")
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON to a temporary file next to ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).resolve().parent,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def _versions() -> dict[str, str]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+__all__ = ["FlexRecCLI"]
 
 
 def _info_dict(datamodule: Any) -> dict[str, Any]:
@@ -68,32 +33,16 @@ def _next_version(logs: Path) -> int:
     return max(taken, default=-1) + 1
 
 
-def run_record(config: dict[str, Any]) -> dict[str, Any]:
-    """Provenance of a run: config, seed, versions, plug-ins and git commit."""
-    from flexrec.registry import registries
-
-    plugins = sorted(
-        {
-            f"{e.plugin} ({e.distribution} {e.version})" if e.distribution else e.plugin
-            for registry in registries
-            for e in registry.entries()
-        }
-    )
-    return {
-        "config": config,
-        "seed": config.get("seed_everything"),
-        "versions": _versions(),
-        "plugins": plugins,
-        "git_commit": _git_commit(),
-    }
-
-
 class FlexRecCLI(LightningCLI):
     """The LightningCLI of flexrec: :class:`FlexRecModule` and any ``LightningDataModule``.
 
     The data module is given by ``data.class_path`` (``flexrec.data.FlexRecDataModule`` for the
     built-in datasets, ``flexrec.testing.synthetic.SyntheticDataModule`` for a quick synthetic task)
     and must expose an ``info`` attribute (:class:`flexrec.types.DataInfo`).
+
+    The run directory is the trainer's ``log_dir`` (``<default_root_dir>/logs/version_N`` with the
+    default loggers, a new ``N`` per command); each of ``fit``, ``validate`` and ``test``
+    (:data:`flexrec.run_record.RECORDED_COMMANDS`) records its final metrics there.
     """
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
@@ -116,12 +65,17 @@ class FlexRecCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
-        """Default loggers (CSV + TensorBoard), checkpoints and a rich progress bar."""
+        """Default loggers (CSV + TensorBoard), checkpoints and a rich progress bar; a missing
+        ``model.init_from`` checkpoint of a fresh ``fit`` fails here, before anything is built."""
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        init_from = cfg.model.get("init_from") if self.subcommand == "fit" else None
+        if init_from and not cfg.get("ckpt_path") and not Path(init_from).is_file():
+            raise ConfigError(f"init_from {init_from!r}: no checkpoint file there")
         trainer = cfg.trainer
         root = trainer.default_root_dir or "runs"
         trainer.default_root_dir = root
         if trainer.logger in (None, True):
+            # one version for both loggers, so the CSV and TensorBoard logs share a run directory
             version = _next_version(Path(root) / "logs")
             trainer.logger = [
                 {
@@ -150,18 +104,14 @@ class FlexRecCLI(LightningCLI):
         log_dir = self.trainer.log_dir or self.trainer.default_root_dir
         if self.trainer.global_rank != 0 or log_dir is None:
             return
-        path = Path(log_dir) / "run.json"
-        record = json.loads(path.read_text()) if path.exists() else {}
         config = self._parser(subcommand).dump(
             self.config[subcommand], format="json", skip_none=False
         )
-        record.update(run_record(json.loads(config)))
         metrics = {
             k: v.item() if isinstance(v, torch.Tensor) else v
             for k, v in self.trainer.callback_metrics.items()
         }
-        record.setdefault("metrics", {})[subcommand] = dict(sorted(metrics.items()))
-        write_json_atomic(path, record)
+        record_metrics(Path(log_dir), subcommand, json.loads(config), metrics)
 
     def after_fit(self) -> None:
         """Record the run after ``fit``."""
