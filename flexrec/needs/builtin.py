@@ -136,8 +136,11 @@ class TrendPromotion(Need):
         return self.interest_relevant(labels) & (trend >= 1.0 - self.top_fraction - 1e-9)
 
     def item_text(self, item: ItemStats) -> str:
-        """Adds the recent count: ``... | 37 views in the last 30 days``."""
+        """Adds the recent count: ``... | 37 views in the last 30 days`` (compact style:
+        ``... | 37 in 30 days``)."""
         window = _window_words(self.window) if self.window else "recent window"
+        if self.text_style == "compact":
+            return f"{super().item_text(item)} | {item.recent} in {window}"
         return f"{super().item_text(item)} | {item.recent} views in the last {window}"
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from flexrec.data.dataset import KUAIREC_SCALE, MOVIELENS_SCALE
-from flexrec.needs.base import ItemStats, NeedContext, build_need
+from flexrec.needs.base import ItemStats, NeedContext
 from flexrec.needs.builtin import ExploreNewTopics, MaximizeInterest, TrendPromotion
 from flexrec.needs.functional import novelty, percentile
 from flexrec.registry import registries
@@ -97,8 +97,24 @@ def test_item_text() -> None:
     assert MaximizeInterest().history_text(history) == "Heat (1995) | Action | your rating: 4"
 
 
+def test_compact_text_style() -> None:
+    item = ItemStats("Heat (Alt title)", 1995, ["Action", "Crime"], 52, mean_label=4.06, recent=37)
+    need = MaximizeInterest().bind(MOVIELENS_SCALE, text_style="compact")
+    assert need.item_text(item) == "Heat | Action, Crime | avg 4.1 (52)"
+    assert need.item_text(ItemStats("(500) Days", 2009, [])) == "(500) Days | no category | unrated"
+    assert need.history_text(ItemStats("Heat", 1995, ["Action"], label=4.0)) == (
+        "Heat | Action | rated 4"
+    )
+    trend = TrendPromotion().bind(MOVIELENS_SCALE, 30 * 86_400, text_style="compact")
+    assert trend.item_text(item) == "Heat | Action, Crime | avg 4.1 (52) | 37 in 30 days"
+    with pytest.raises(ValueError, match="text_style must be one of"):
+        MaximizeInterest().bind(MOVIELENS_SCALE, text_style="tiny")
+
+
 def test_registry_builds_needs_with_args() -> None:
-    need = build_need({"name": "trend_promotion", "args": {"window": 7200, "weight": 0.3}})
+    need = registries.need.build(
+        {"name": "trend_promotion", "args": {"window": 7200, "weight": 0.3}}
+    )
     assert isinstance(need, TrendPromotion) and need.window == 7200 and need.weight == 0.3
     assert {"maximize_interest", "explore_new_topics", "trend_promotion"} <= set(
         registries.need.names()
