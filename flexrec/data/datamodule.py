@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import numpy as np
@@ -147,7 +147,7 @@ class FlexRecDataModule(L.LightningDataModule):
         max_train_tasks: int | None = None,
         max_eval_tasks: int | None = None,
         with_text: bool = True,
-        text_style: str = "full",
+        text_style: Literal["full", "compact"] = "full",
         num_workers: int = 0,
     ) -> None:
         super().__init__()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +16,8 @@ from flexrec.needs.base import ItemStats, NeedContext
 from flexrec.needs.builtin import ExploreNewTopics, MaximizeInterest, TrendPromotion
 from flexrec.needs.functional import novelty, percentile
 from flexrec.registry import registries
+
+REPO = Path(__file__).resolve().parents[2]
 
 LABELS = torch.tensor([[5.0, 4.0, 2.0, 4.5]])
 CONTEXT = NeedContext(
@@ -119,3 +126,27 @@ def test_registry_builds_needs_with_args() -> None:
     assert {"maximize_interest", "explore_new_topics", "trend_promotion"} <= set(
         registries.need.names()
     )
+
+
+def test_cli_rejects_an_unknown_text_style_in_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flexrec.cli",
+            "fit",
+            f"--config={REPO / 'configs' / 'quickstart.yaml'}",
+            "--data.init_args.text_style=tiny",
+            f"--trainer.default_root_dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "text_style" in lines[0], proc.stderr
+    assert not (tmp_path / "run").exists()
