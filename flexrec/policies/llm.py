@@ -46,6 +46,7 @@ from flexrec.policies.prompt import (
     resolve_identifier_paths,
     resolve_identifiers,
 )
+from flexrec.policies.prompt import candidate_template as candidate_template_of
 from flexrec.policies.trie import IdentifierTrie
 from flexrec.types import RankingBatch, Rollout
 
@@ -115,6 +116,10 @@ class LLMPolicy(Policy):
             (multi-token ones included), e.g. to force multi-token identifiers.
         answer_prefix: text after the assistant turn start, before the first identifier.
         system_prompt: system message, or None.
+        candidate_template: how a candidate line is written: ``"bracket"`` (``[C] text``, the
+            default), ``"answer_token"`` (``- C: text``, the letter is the very token the model
+            answers with), ``"label_last"`` (``text -> C``: that token also follows, so can
+            summarise, its description), or a format string with ``{text}`` and ``{label}``/``{identifier}``.
         reasoning_tokens: reasoning-before-ranking budget; ``0`` (default) turns the mode off.
             When on, each rollout first writes free text after ``reasoning_prefix`` (sampled at
             the rollout temperature, up to this many tokens or the end-of-turn token), then ranks
@@ -137,6 +142,7 @@ class LLMPolicy(Policy):
         identifier_mode: str = "auto",
         answer_prefix: str = "Ranking:",
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        candidate_template: str = "bracket",
         reasoning_tokens: int = 0,
         reasoning_prefix: str = "Reasoning:",
     ) -> None:
@@ -157,6 +163,7 @@ class LLMPolicy(Policy):
         self._paths: dict[int, tuple[list[str], list[list[int]]]] = {}
         self.answer_prefix = answer_prefix
         self.system_prompt = system_prompt
+        self.candidate_template = candidate_template_of(candidate_template)
         self.max_prompt_tokens = max_prompt_tokens
         self.reasoning_tokens = reasoning_tokens
         self.reasoning_prefix = reasoning_prefix
@@ -258,6 +265,7 @@ class LLMPolicy(Policy):
             self.answer_prefix if answer_prefix is None else answer_prefix,
             self.system_prompt,
             self.max_prompt_tokens,
+            self.candidate_template,
         )
 
     def _device(self) -> torch.device:

@@ -17,9 +17,12 @@ from typing import Any
 from flexrec.types import RankingBatch
 
 __all__ = [
+    "CANDIDATE_TEMPLATES",
+    "DEFAULT_CANDIDATE_TEMPLATE",
     "DEFAULT_IDENTIFIERS",
     "DEFAULT_SYSTEM_PROMPT",
     "build_messages",
+    "candidate_template",
     "encode_prompts",
     "resolve_identifier_paths",
     "resolve_identifiers",
@@ -32,6 +35,48 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are a recommender system. Rank every candidate exactly once, best first, "
     "by writing their letters."
 )
+
+
+DEFAULT_CANDIDATE_TEMPLATE = "[{label}] {text}"
+#: Named candidate-line templates. ``{label}`` is the stripped identifier (``"C"``),
+#: ``{identifier}`` the identifier as the model writes it in its answer (``" C"``), ``{text}`` the
+#: candidate's description. ``"bracket"`` (the default) writes ``[C] text``: the letter in the
+#: prompt is a different token from the one the model must answer with (``"C"`` vs ``" C"`` in
+#: SmolLM2's tokenizer). ``"answer_token"`` writes ``- C: text``, whose letter is exactly the answer
+#: token. ``"label_last"`` writes ``text -> C``: the answer token comes *after* its description, so
+#: that under causal attention it can already carry what the line says about the candidate, and
+#: choosing a candidate is one attention hop from the answer position to that token (see issue 12's
+#: learnability check in ``benchmarks/README.md``).
+CANDIDATE_TEMPLATES: dict[str, str] = {
+    "bracket": DEFAULT_CANDIDATE_TEMPLATE,
+    "answer_token": "-{identifier}: {text}",
+    "label_last": "{text} ->{identifier}",
+}
+
+
+def candidate_template(spec: str) -> str:
+    """A candidate-line template: a name in :data:`CANDIDATE_TEMPLATES` or a format string.
+
+    Raises:
+        ValueError: when a format string lacks ``{text}`` or any label field, or names another field.
+    """
+    template = CANDIDATE_TEMPLATES.get(spec, spec)
+    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    if (
+        "text" not in fields
+        or not fields & {"label", "identifier"}
+        or fields
+        - {
+            "text",
+            "label",
+            "identifier",
+        }
+    ):
+        raise ValueError(
+            f"candidate_template must be one of {sorted(CANDIDATE_TEMPLATES)} or a format string "
+            f"with {{text}} and {{label}} or {{identifier}} (and no other field), got {spec!r}"
+        )
+    return template
 
 
 def resolve_identifiers(
@@ -120,6 +165,8 @@ def build_messages(
     candidate_text: Sequence[str],
     labels: Sequence[str],
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    identifiers: Sequence[str] | None = None,
+    template: str = DEFAULT_CANDIDATE_TEMPLATE,
 ) -> list[dict[str, str]]:
     """Chat messages for one task.
 
@@ -129,12 +176,18 @@ def build_messages(
         candidate_text: ``K`` candidate descriptions (prompt order).
         labels: ``K`` identifier labels (stripped identifiers, e.g. ``"A"``).
         system_prompt: system message, or None for none.
+        identifiers: ``K`` identifiers as answered (e.g. ``" A"``); default ``" " + label``.
+        template: candidate-line format string (see :data:`CANDIDATE_TEMPLATES`).
 
     Returns:
         A list of ``{"role", "content"}`` dicts.
     """
     history = "\n".join(f"- {h}" for h in history_text) or "- (none)"
-    candidates = "\n".join(f"[{lab}] {c}" for lab, c in zip(labels, candidate_text, strict=True))
+    idents = list(identifiers) if identifiers is not None else [f" {lab}" for lab in labels]
+    candidates = "\n".join(
+        template.format(label=lab, identifier=ident, text=c)
+        for lab, ident, c in zip(labels, idents, candidate_text, strict=True)
+    )
     user = (
         f"{instruction}\n\nMy recent history:\n{history}\n\nCandidates:\n{candidates}\n\n"
         f"Answer with all {len(labels)} letters in order, best first."
@@ -150,6 +203,7 @@ def encode_prompts(
     answer_prefix: str = "Ranking:",
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
     max_prompt_tokens: int | None = None,
+    template: str = DEFAULT_CANDIDATE_TEMPLATE,
 ) -> list[list[int]]:
     """Token ids of each task's prompt (chat template + generation prompt + ``answer_prefix``).
 
@@ -162,6 +216,7 @@ def encode_prompts(
         answer_prefix: text after the assistant turn start, before the first identifier.
         system_prompt: system message or None.
         max_prompt_tokens: token budget per prompt, or None.
+        template: candidate-line format string (see :data:`CANDIDATE_TEMPLATES`).
 
     Returns:
         ``B`` lists of token ids.
@@ -177,7 +232,13 @@ def encode_prompts(
         history = list(batch.history_text[b]) if batch.history_text else []
         while True:
             messages = build_messages(
-                batch.instruction[b], history, batch.candidate_text[b], labels, system_prompt
+                batch.instruction[b],
+                history,
+                batch.candidate_text[b],
+                labels,
+                system_prompt,
+                identifiers,
+                template,
             )
             text = tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=True

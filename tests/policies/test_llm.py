@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from flexrec.policies.base import Policy
-from flexrec.policies.prompt import encode_prompts, resolve_identifiers
+from flexrec.policies.prompt import (
+    CANDIDATE_TEMPLATES,
+    build_messages,
+    candidate_template,
+    encode_prompts,
+    resolve_identifiers,
+)
 from flexrec.testing.batches import make_batch
 
 
@@ -41,6 +47,40 @@ def test_prompt_has_template_instruction_history_and_labelled_candidates(lora_po
         assert f"- {line}" in text
     for label, cand in zip("ABCD", batch.candidate_text[0], strict=True):
         assert f"[{label}] {cand}" in text
+
+
+def test_candidate_templates_write_the_lines_they_name() -> None:
+    labels, idents, texts = ["A", "B"], [" A", " B"], ["Heat | avg 4.1", "Up | avg 3.0"]
+
+    def lines(template: str) -> list[str]:
+        user = build_messages("Rank.", [], texts, labels, None, idents, template)[0]["content"]
+        return user.split("Candidates:\n")[1].split("\n\n")[0].splitlines()
+
+    assert lines(candidate_template("bracket")) == ["[A] Heat | avg 4.1", "[B] Up | avg 3.0"]
+    assert lines(candidate_template("answer_token")) == ["- A: Heat | avg 4.1", "- B: Up | avg 3.0"]
+    assert lines(candidate_template("label_last")) == ["Heat | avg 4.1 -> A", "Up | avg 3.0 -> B"]
+    assert lines(candidate_template("{text} ({label})")) == ["Heat | avg 4.1 (A)", "Up | avg 3.0 (B)"]
+    assert set(CANDIDATE_TEMPLATES) == {"bracket", "answer_token", "label_last"}
+    for bad in ["{text}", "{label}", "{text} {label} {rating}", "no fields"]:
+        with pytest.raises(ValueError, match="candidate_template must be one of"):
+            candidate_template(bad)
+
+
+@pytest.mark.parametrize("template", ["answer_token", "label_last"])
+def test_answer_token_templates_put_the_answer_token_in_the_prompt(
+    tiny_llm_path: Path, template: str
+) -> None:
+    """Under these templates each candidate's line holds the very token its answer is written
+    with (the default ``[A]`` does not: ``"A"`` and ``" A"`` are different tokens)."""
+    from flexrec.policies.llm import LLMPolicy
+
+    policy = LLMPolicy(model=str(tiny_llm_path), lora={"r": 4}, candidate_template=template)
+    batch = make_batch(batch_size=1, num_candidates=4, history_lengths=[2], seed=0)
+    prompt = policy.prompt_ids(batch)[0]
+    _, answer_ids = policy.candidate_tokens(4)
+    assert all(int(t) in prompt for t in answer_ids)
+    with pytest.raises(ValueError, match="candidate_template"):
+        LLMPolicy(model=str(tiny_llm_path), lora={"r": 4}, candidate_template="{label}")
 
 
 def test_max_prompt_tokens_drops_oldest_history_first(lora_policy) -> None:
