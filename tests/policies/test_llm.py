@@ -59,7 +59,10 @@ def test_candidate_templates_write_the_lines_they_name() -> None:
     assert lines(candidate_template("bracket")) == ["[A] Heat | avg 4.1", "[B] Up | avg 3.0"]
     assert lines(candidate_template("answer_token")) == ["- A: Heat | avg 4.1", "- B: Up | avg 3.0"]
     assert lines(candidate_template("label_last")) == ["Heat | avg 4.1 -> A", "Up | avg 3.0 -> B"]
-    assert lines(candidate_template("{text} ({label})")) == ["Heat | avg 4.1 (A)", "Up | avg 3.0 (B)"]
+    assert lines(candidate_template("{text} ({label})")) == [
+        "Heat | avg 4.1 (A)",
+        "Up | avg 3.0 (B)",
+    ]
     assert set(CANDIDATE_TEMPLATES) == {"bracket", "answer_token", "label_last"}
     for bad in ["{text}", "{label}", "{text} {label} {rating}", "no fields"]:
         with pytest.raises(ValueError, match="candidate_template must be one of"):
