@@ -2,25 +2,85 @@
 
 :class:`FlexRecCLI` wires :class:`~flexrec.module.FlexRecModule` to any data module, adds flexrec's
 defaults (CSV + TensorBoard loggers, a last-checkpoint link, a rich progress bar) and writes the run
-record (:mod:`flexrec.run_record`) into the run directory after ``fit``, ``validate`` and ``test``.
+record (:mod:`flexrec.run_record`) into the run directory after ``fit``, ``validate`` and ``test``,
+with the per-task metrics of the split evaluated (``tasks_val.csv``, ``tasks_test.csv``).
+:class:`ValidationPoints` spreads validation over a fit (learning curves; ``flexrec-bench`` adds it).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from jsonargparse import Namespace
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningCLI
 
 from flexrec.errors import ConfigError
 from flexrec.module import FlexRecModule
-from flexrec.run_record import record_metrics
+from flexrec.run_record import record_metrics, write_task_metrics
 
-__all__ = ["FlexRecCLI"]
+__all__ = ["FlexRecCLI", "ValidationPoints"]
+
+_EVALUATED = {"fit": "val", "validate": "val", "test": "test"}
+"""The split whose per-task metrics each recorded command leaves behind."""
+
+
+class ValidationPoints(Callback):
+    """Validate every ``N`` training batches, ``N`` chosen for at least ``points`` validations,
+    and once more after the last batch (so the final validation is of the trained model).
+
+    When training starts, ``N = max(1, T // points)`` with ``T`` the training batches of the whole
+    fit (``trainer.estimated_stepping_batches``: batches per epoch × ``max_epochs``, at most
+    ``max_steps``); validation then runs after batches ``N, 2N, ...`` counted across epochs
+    (``val_check_interval = N``, ``check_val_every_n_epoch = None``) and after the last batch. A
+    model that takes several optimiser steps per batch (``ppo_epochs`` or ``minibatches`` > 1) and
+    stops at ``max_steps`` sees fewer batches than ``T``, hence fewer validations. Iterable data of
+    unknown length, or no validation data, keeps Lightning's own schedule.
+
+    Args:
+        points: the least number of validations in the fit (≥ 1).
+    """
+
+    def __init__(self, points: int = 10) -> None:
+        if points < 1:
+            raise ConfigError(f"ValidationPoints: points must be >= 1, got {points}")
+        self.points = points
+        self.every: int | None = None
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        """Set the validation interval from the number of training batches."""
+        total = trainer.estimated_stepping_batches
+        if not math.isfinite(trainer.num_training_batches) or not math.isfinite(total):
+            return
+        if not trainer.enable_validation or not sum(trainer.num_val_batches):
+            # no validation will run: keep the per-epoch schedule, which also makes the
+            # checkpoint callback save at the end of each epoch instead of after validations
+            return
+        self.every = max(1, int(total) // self.points)
+        # Lightning read the interval when it loaded the training data (just before this hook);
+        # val_check_batch is what its loop checks from now on
+        trainer.val_check_interval = self.every
+        trainer.check_val_every_n_epoch = None
+        trainer.val_check_batch = self.every
+
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """After the fit's last batch, ask for a final validation (Lightning validates when asked
+        to stop, then stops: the fit was ending anyway)."""
+        if self.every is None:
+            return
+        last_epoch = trainer.max_epochs not in (None, -1) and (
+            trainer.current_epoch >= trainer.max_epochs - 1
+            and batch_idx + 1 >= trainer.num_training_batches
+        )
+        if last_epoch or 0 <= trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
 
 
 def _info_dict(datamodule: Any) -> dict[str, Any]:
@@ -112,6 +172,9 @@ class FlexRecCLI(LightningCLI):
             for k, v in self.trainer.callback_metrics.items()
         }
         record_metrics(Path(log_dir), subcommand, json.loads(config), metrics)
+        rows = self.model.task_metrics.get(_EVALUATED[subcommand])
+        if rows and self.trainer.world_size == 1:
+            write_task_metrics(Path(log_dir), _EVALUATED[subcommand], rows)
 
     def after_fit(self) -> None:
         """Record the run after ``fit``."""

@@ -9,11 +9,20 @@ Beyond-accuracy diagnostics of the top ``d`` (default 5) of each ranking, when t
 what they need: ``top5_popularity``, the mean popularity feature (``log1p(count before t) /
 log1p(#users)``, in [0, 1]) of the top items, and ``top5_coverage``, the share of the candidate
 set's categories that the top items cover (tasks whose candidates have no category are skipped).
+
+Every update also keeps one row per task (:meth:`RankingMetrics.tasks`): the task's identity (index,
+user, need, cut, a fingerprint of its candidates) and its own value of every metric
+(:func:`task_scores`), NaN where the aggregate skips the task, so that the mean of a column over
+its non-NaN values is the logged aggregate. Paired comparisons of two policies on the same tasks
+(:mod:`flexrec.benchmark.paired`) are built from these rows.
 """
 
 from __future__ import annotations
 
+import math
+import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -28,6 +37,7 @@ __all__ = [
     "is_valid_permutation",
     "ranking_scores",
     "reference_ranking",
+    "task_scores",
     "top_coverage",
 ]
 
@@ -39,14 +49,15 @@ def ranking_scores(ranking: Tensor) -> Tensor:
         ranking: ``[B, K]`` candidate indices in placed order.
 
     Returns:
-        ``[B, K]`` in candidate order: ``K - rank`` (the top item scores ``K``).
+        ``[B, K]`` in candidate order: ``K - rank`` (the top item scores ``K``); 0 for a candidate
+        that an invalid ranking (one with repeats) leaves out.
 
     Examples:
         >>> ranking_scores(torch.tensor([[2, 0, 1]])).tolist()
         [[2.0, 1.0, 3.0]]
     """
     b, k = ranking.shape
-    scores = torch.empty(b, k, dtype=torch.float32, device=ranking.device)
+    scores = torch.zeros(b, k, dtype=torch.float32, device=ranking.device)
     ranks = torch.arange(k, 0, -1, dtype=torch.float32, device=ranking.device).expand(b, k)
     return scores.scatter_(1, ranking, ranks)
 
@@ -71,6 +82,89 @@ def top_coverage(categories: Tensor, top: Tensor) -> Tensor:
     available = cats.any(1).sum(-1)
     has = available > 0
     return picked[has].sum(-1).float() / available[has].float()
+
+
+def task_scores(
+    scores: Tensor, gains: Tensor, relevant: Tensor, ks: Sequence[int], mrr_k: int
+) -> dict[str, Tensor]:
+    """Each task's NDCG@k, Recall@k and MRR@k, as torchmetrics' retrieval metrics score it.
+
+    torchmetrics' ``Retrieval*`` metrics (``empty_target_action="skip"``) average these per-task
+    values over the tasks they do not skip; the values here are NaN for those tasks (all gains 0
+    for NDCG, no relevant candidate for Recall and MRR), so the mean of the non-NaN values is the
+    aggregate. Candidates are ranked by descending score; equal to torchmetrics whenever the
+    scores have no ties (always for the scores of a valid permutation, :func:`ranking_scores`).
+    Like torchmetrics, Recall and MRR count only candidates with a positive score.
+
+    Args:
+        scores: ``[B, K]`` candidate scores in candidate order (higher is ranked earlier).
+        gains: ``[B, K]`` graded gains (NDCG).
+        relevant: ``[B, K]`` bool relevance (Recall, MRR).
+        ks: cutoffs of NDCG and Recall.
+        mrr_k: cutoff of MRR.
+
+    Returns:
+        ``{"ndcg@k": [B], "recall@k": [B], "mrr@{mrr_k}": [B]}`` float32.
+
+    Examples:
+        >>> out = task_scores(
+        ...     torch.tensor([[3.0, 2.0, 1.0], [3.0, 2.0, 1.0]]),
+        ...     torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]),
+        ...     torch.tensor([[False, True, False], [False, False, False]]),
+        ...     ks=(1, 2),
+        ...     mrr_k=3,
+        ... )
+        >>> [round(v, 4) for v in out["ndcg@2"].tolist()]  # 1/log2(3); the second task is skipped
+        [0.6309, nan]
+        >>> out["recall@1"].tolist(), out["mrr@3"].tolist()
+        ([0.0, nan], [0.5, nan])
+    """
+    k = scores.shape[-1]
+    gains = gains.float()
+    order = scores.argsort(dim=-1, descending=True, stable=True)
+    discount = 1.0 / torch.log2(torch.arange(k, device=scores.device, dtype=torch.float32) + 2.0)
+    placed_gains = gains.gather(1, order) * discount
+    ideal = gains.sort(dim=-1, descending=True).values * discount
+    no_gain = gains.sum(-1) == 0
+    counted = (relevant.bool() & (scores > 0)).gather(1, order).float()
+    n_relevant = relevant.float().sum(-1)
+    no_relevant = n_relevant == 0
+    nan = torch.tensor(float("nan"), device=scores.device)
+    out: dict[str, Tensor] = {}
+    for cut in ks:
+        dcg, idcg = placed_gains[:, :cut].sum(-1), ideal[:, :cut].sum(-1)
+        ndcg = torch.where(idcg != 0, dcg / idcg.where(idcg != 0, torch.ones_like(idcg)), 0.0)
+        out[f"ndcg@{cut}"] = torch.where(no_gain, nan, ndcg)
+    for cut in ks:
+        recall = counted[:, :cut].sum(-1) / n_relevant.clamp(min=1)
+        out[f"recall@{cut}"] = torch.where(no_relevant, nan, recall)
+    top = counted[:, :mrr_k]
+    first = top.argmax(-1).float()  # the first relevant rank, when there is one
+    reciprocal = torch.where(top.any(-1), 1.0 / (first + 1.0), 0.0)
+    out[f"mrr@{mrr_k}"] = torch.where(no_relevant, nan, reciprocal)
+    return out
+
+
+def _task_identity(batch: RankingBatch, first_index: int) -> list[dict[str, Any]]:
+    """``task``, ``user``, ``need``, ``cut`` and ``candidates`` (a CRC-32 of the candidate ids in
+    prompt order) of each task: from ``batch.meta`` where it has them, else the running index of
+    the task and ``batch.user_ids``."""
+    metas = batch.meta or [{} for _ in range(batch.batch_size)]
+    users = batch.user_ids.tolist() if batch.user_ids is not None else [None] * batch.batch_size
+    candidates = batch.candidate_ids.detach().cpu().to(torch.int64).numpy()
+    rows = []
+    for i, meta in enumerate(metas):
+        user = meta.get("user", users[i])
+        rows.append(
+            {
+                "task": meta.get("task", first_index + i),
+                "user": "" if user is None else user,
+                "need": batch.need[i],
+                "cut": meta.get("cut", ""),
+                "candidates": f"{zlib.crc32(candidates[i].tobytes()):08x}",
+            }
+        )
+    return rows
 
 
 def is_valid_permutation(ranking: Tensor) -> Tensor:
@@ -161,10 +255,12 @@ class RankingMetrics(nn.Module):
     ) -> None:
         super().__init__()
         self.needs = list(needs)
+        self.ks, self.mrr_k = tuple(ks), mrr_k
         self.popularity_index = popularity_index
         self.diagnostics_k = diagnostics_k
         self.per_need = nn.ModuleDict({need: _collection(ks, mrr_k) for need in self.needs})
         self._next_index = 0
+        self._tasks: list[dict[str, Any]] = []
 
     def update(self, batch: RankingBatch, ranking: Tensor) -> None:
         """Score a batch's rankings ``[B, K]`` against its true gains and relevance."""
@@ -173,6 +269,7 @@ class RankingMetrics(nn.Module):
         b, k = ranking.shape
         indexes = (self._next_index + torch.arange(b, device=ranking.device)).unsqueeze(1)
         indexes = indexes.expand(b, k)
+        self._record_tasks(batch, ranking, scores, valid)
         self._next_index += b
         for need in set(batch.need):
             rows = torch.tensor([n == need for n in batch.need], device=ranking.device)
@@ -190,6 +287,37 @@ class RankingMetrics(nn.Module):
                 coverage = top_coverage(batch.candidate_categories[rows], top)
                 if coverage.numel():
                     parts["coverage"].update(coverage)
+
+    def _record_tasks(
+        self, batch: RankingBatch, ranking: Tensor, scores: Tensor, valid: Tensor
+    ) -> None:
+        """Keep one row per task: its identity and its value of every metric (NaN: skipped)."""
+        k, d = ranking.shape[-1], self.diagnostics_k
+        values = task_scores(scores, batch.gains, batch.relevant, self.ks, self.mrr_k)
+        values["valid_rate"] = valid.float()
+        top = ranking.clamp(0, k - 1)[:, :d]
+        if self.popularity_index is not None and batch.candidate_features is not None:
+            popularity = batch.candidate_features[..., self.popularity_index].float()
+            values[f"top{d}_popularity"] = popularity.gather(1, top).mean(-1)
+        if batch.candidate_categories is not None:
+            cats = batch.candidate_categories.bool()
+            picked = cats.gather(1, top.unsqueeze(-1).expand(-1, -1, cats.shape[-1])).any(1)
+            available = cats.any(1).sum(-1).float()
+            coverage = picked.sum(-1).float() / available.clamp(min=1)
+            values[f"top{d}_coverage"] = torch.where(available > 0, coverage, math.nan)
+        columns = {name: value.detach().cpu().tolist() for name, value in values.items()}
+        for i, row in enumerate(_task_identity(batch, self._next_index)):
+            self._tasks.append({**row, **{name: column[i] for name, column in columns.items()}})
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """One row per task scored since the last :meth:`reset`, in update order.
+
+        Keys: ``task``, ``user``, ``need``, ``cut``, ``candidates`` (see the module docstring), then
+        ``ndcg@k``, ``recall@k``, ``mrr@k``, ``valid_rate`` and, when the batches carry what they
+        need, ``top{d}_popularity`` and ``top{d}_coverage`` (floats, NaN where the aggregate skips
+        the task). Rows are kept by this process only (not gathered across distributed ranks).
+        """
+        return list(self._tasks)
 
     def compute(self) -> dict[str, Tensor]:
         """``{"ndcg@5/<need>": value, ...}`` for every need that received tasks."""
@@ -219,3 +347,4 @@ class RankingMetrics(nn.Module):
                 for metric in parts.values():
                     metric.reset()
         self._next_index = 0
+        self._tasks = []

@@ -13,6 +13,12 @@ The ``clipped`` objective (the default) samples rollouts, scores them with the r
 rewards into advantages with the estimator and minimises the clipped item-level policy loss;
 ``listmle`` trains on the gain-sorted ranking. The module only wires registry-built components:
 it has no switch on which objective, reward, estimator, policy or feedback model is used.
+
+Evaluation logs ``{split}/{metric}/{need}`` (and ``{split}_{reference}/...``) and keeps each task's
+own values of the last evaluation of each split in :attr:`FlexRecModule.task_metrics` (the CLI
+writes them next to the run record). Validation inside ``fit`` also logs ``val/tasks_seen``: the
+training tasks seen so far (summed batch sizes, over all ranks; kept in checkpoints), the x axis of
+learning curves.
 """
 
 from __future__ import annotations
@@ -127,6 +133,12 @@ class FlexRecModule(L.LightningModule):
         )
         self.policy: Any = None
         self.metrics: torch.nn.ModuleDict = torch.nn.ModuleDict()
+        self.task_metrics: dict[str, list[dict[str, Any]]] = {}
+        """Per split (``val``, ``test``), the last evaluation's rows: one per (ranker, task), with
+        ``who`` (``policy`` or the reference's name) and the keys of
+        :meth:`RankingMetrics.tasks <flexrec.metrics.RankingMetrics.tasks>`."""
+        self.tasks_seen = 0
+        """Training tasks this process has seen (summed batch sizes; kept in checkpoints)."""
         if data_info is not None:
             self._build(DataInfo(**{**data_info, "needs": tuple(data_info["needs"])}))
 
@@ -170,7 +182,8 @@ class FlexRecModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Leave out the policy's frozen pretrained tensors (:meth:`Policy.rebuilt_state_keys`),
-        recording their number and a fingerprint instead."""
+        recording their number and a fingerprint instead; record :attr:`tasks_seen`."""
+        checkpoint["flexrec_tasks_seen"] = self.tasks_seen
         keys = [k for k in self._rebuilt_keys() if k in checkpoint["state_dict"]]
         if keys:
             state = checkpoint["state_dict"]
@@ -183,7 +196,10 @@ class FlexRecModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Put back the tensors a checkpoint left out, from the freshly built policy, after
-        checking that they are the ones the checkpoint was trained with."""
+        checking that they are the ones the checkpoint was trained with; restore
+        :attr:`tasks_seen`."""
+        if "flexrec_tasks_seen" in checkpoint:
+            self.tasks_seen = int(checkpoint["flexrec_tasks_seen"])
         saved = checkpoint.get("flexrec_rebuilt")
         if saved is None:
             return
@@ -271,6 +287,7 @@ class FlexRecModule(L.LightningModule):
     def training_step(self, batch: RankingBatch, batch_idx: int) -> Tensor:
         """Compute the objective's targets and take ``ppo_epochs × minibatches`` steps."""
         hp = self.hparams
+        self.tasks_seen += batch.batch_size
         # Targets (rollouts, tie-breaks) depend only on (seed, step, rank), so a run resumed from
         # a checkpoint draws exactly what an uninterrupted run would have drawn.
         base = int(os.environ.get("PL_GLOBAL_SEED", "0"))
@@ -336,12 +353,19 @@ class FlexRecModule(L.LightningModule):
             self.metrics[f"{split}_{name}"].update(batch, ranking)
 
     def _log_epoch(self, split: str) -> None:
+        rows: list[dict[str, Any]] = []
         for who in ("policy", *self.hparams.references):
             metrics = self.metrics[f"{split}_{who}"]
             prefix = split if who == "policy" else f"{split}_{who.replace(':', '_')}"
             values = {f"{prefix}/{key}": value for key, value in metrics.compute().items()}
             self.log_dict(values, sync_dist=True)
+            rows += [{"who": who, **row} for row in metrics.tasks()]
             metrics.reset()
+        if not self.trainer.sanity_checking:
+            self.task_metrics[split] = rows
+        if split == "val" and self.trainer.state.fn == "fit":
+            seen = float(self.tasks_seen * self.trainer.world_size)
+            self.log("val/tasks_seen", seen, batch_size=1)
 
     def validation_step(self, batch: RankingBatch, batch_idx: int) -> None:
         """Greedy ranking of validation tasks."""

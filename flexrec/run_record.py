@@ -4,14 +4,27 @@ A run directory (the first logger's ``log_dir``) holds a ``run.json`` with the r
 seed, package and plug-in versions, the git commit and the final metrics of each subcommand run
 there (``{"metrics": {"fit": {...}, "test": {...}}}``). :class:`flexrec.lightning_cli.FlexRecCLI`
 writes it; ``flexrec-bench`` reads it.
+
+Next to it, ``tasks_val.csv`` (after ``fit`` with validation, or ``validate``) and
+``tasks_test.csv`` (after ``test``) hold each task's own metric values from the last evaluation of
+that split, one row per ranker and task (:data:`TASK_COLUMNS`, then one column per metric:
+``ndcg@5``, ``ndcg@10``, ``recall@5``, ``recall@10``, ``mrr@10``, ``valid_rate``, ``top5_popularity``,
+``top5_coverage``; empty where the metric skips the task). ``who`` is ``policy`` or a reference
+ranking (``oracle``, ``random``, ``feature:popularity``); ``task``, ``user`` and ``cut`` come from
+the tasks' provenance; ``candidates`` is a CRC-32 of the task's candidate ids in prompt order, so
+two runs can check that they scored the same tasks. The mean of a metric column over a need's
+``policy`` rows is the logged ``{split}/{metric}/{need}``. Single-process runs only: under
+distributed training no per-task file is written.
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -20,9 +33,13 @@ __all__ = [
     "PACKAGES",
     "RECORDED_COMMANDS",
     "RUN_RECORD",
+    "TASK_COLUMNS",
     "provenance",
+    "read_task_metrics",
     "record_metrics",
+    "task_metrics_file",
     "write_json_atomic",
+    "write_task_metrics",
 ]
 
 RUN_RECORD = "run.json"
@@ -44,6 +61,58 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
     os.replace(tmp, path)
+
+
+TASK_COLUMNS = ("who", "task", "user", "need", "cut", "candidates")
+"""The identity columns of a per-task metrics file; every other column is a metric."""
+
+
+def task_metrics_file(run_dir: Path, split: str) -> Path:
+    """``run_dir/tasks_{split}.csv``."""
+    return run_dir / f"tasks_{split}.csv"
+
+
+def write_task_metrics(run_dir: Path, split: str, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write the per-task metrics of one split atomically (temporary file, then rename).
+
+    Args:
+        run_dir: the run directory.
+        split: ``val`` or ``test``.
+        rows: one mapping per (ranker, task) with the :data:`TASK_COLUMNS` and metric values
+            (NaN or None: skipped, written as an empty field). Metric columns are the union of the
+            rows' other keys, in first-seen order.
+
+    Returns:
+        The path written.
+    """
+    metrics = list(dict.fromkeys(k for row in rows for k in row if k not in TASK_COLUMNS))
+    path = task_metrics_file(run_dir, split)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*TASK_COLUMNS, *metrics])
+        for row in rows:
+            values = [row.get(name) for name in metrics]
+            writer.writerow(
+                [row.get(name, "") for name in TASK_COLUMNS]
+                + ["" if v is None or math.isnan(v) else repr(float(v)) for v in values]
+            )
+    os.replace(tmp, path)
+    return path
+
+
+def read_task_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of a per-task metrics file: identity columns as strings, metrics as floats (NaN
+    where empty)."""
+    with path.open(newline="") as handle:
+        return [
+            {
+                key: value if key in TASK_COLUMNS else float(value) if value else math.nan
+                for key, value in row.items()
+            }
+            for row in csv.DictReader(handle)
+        ]
 
 
 def _git_commit() -> str | None:

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
+from torchmetrics.functional.retrieval import (
+    retrieval_normalized_dcg,
+    retrieval_recall,
+    retrieval_reciprocal_rank,
+)
 
-from flexrec.metrics import RankingMetrics, is_valid_permutation, ranking_scores
+from flexrec.metrics import RankingMetrics, is_valid_permutation, ranking_scores, task_scores
 from flexrec.types import RankingBatch
 
 
@@ -103,3 +109,58 @@ def test_beyond_accuracy_diagnostics_by_hand() -> None:
     plain = RankingMetrics(["a"], ks=(2,), mrr_k=2)
     plain.update(_batch([[1.0, 0.0]], [[True, False]], ["a"]), torch.tensor([[0, 1]]))
     assert not any(key.startswith("top") for key in plain.compute())
+
+
+def test_an_invalid_ranking_scores_the_candidates_it_leaves_out_zero() -> None:
+    # a repeat leaves candidate 1 out: it scores 0, below every placed candidate, every time
+    assert ranking_scores(torch.tensor([[0, 0, 2]]))[0, 1].item() == 0.0
+
+
+def _random_tasks(seed: int, b: int = 40, k: int = 12) -> tuple[torch.Tensor, ...]:
+    gen = torch.Generator().manual_seed(seed)
+    gains = torch.rand(b, k, generator=gen) * (torch.rand(b, k, generator=gen) < 0.4)
+    gains[:3] = 0.0  # tasks without gain or relevant candidate: skipped
+    ranking = torch.stack([torch.randperm(k, generator=gen) for _ in range(b)])
+    return gains, gains > 0.5, ranking
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_task_scores_equal_torchmetrics_task_by_task(seed: int) -> None:
+    gains, relevant, ranking = _random_tasks(seed)
+    scores = ranking_scores(ranking)
+    out = task_scores(scores, gains, relevant, ks=(5, 10), mrr_k=10)
+    for i in range(gains.shape[0]):
+        expected = {}
+        if gains[i].sum() > 0:
+            for k in (5, 10):
+                expected[f"ndcg@{k}"] = retrieval_normalized_dcg(scores[i], gains[i], top_k=k)
+        if relevant[i].any():
+            for k in (5, 10):
+                expected[f"recall@{k}"] = retrieval_recall(scores[i], relevant[i], top_k=k)
+            expected["mrr@10"] = retrieval_reciprocal_rank(scores[i], relevant[i], top_k=10)
+        for name, value in out.items():
+            if name in expected:
+                assert value[i].item() == pytest.approx(expected[name].item(), abs=1e-6), name
+            else:
+                assert math.isnan(value[i].item()), name
+
+
+def test_per_task_rows_average_to_the_logged_aggregate() -> None:
+    gains, relevant, ranking = _random_tasks(2)
+    needs = ["a", "b"] * (gains.shape[0] // 2)
+    batch = _batch(gains.tolist(), relevant.tolist(), needs)
+    batch.meta = [{"task": 100 + i, "user": i % 7, "cut": 5} for i in range(len(needs))]
+    metrics = RankingMetrics(["a", "b"], ks=(5, 10), mrr_k=10)
+    for part in (slice(0, 25), slice(25, None)):  # two updates, as two batches
+        metrics.update(batch.select(list(range(len(needs)))[part]), ranking[part])
+    aggregate, rows = metrics.compute(), metrics.tasks()
+    assert len(rows) == len(needs) and rows[0]["task"] == 100 and rows[8]["user"] == 1
+    assert rows[0]["candidates"] != rows[1]["candidates"] and rows[0]["cut"] == 5
+    for key, value in aggregate.items():
+        metric, need = key.split("/")
+        if metric.startswith("no_"):
+            continue
+        per_task = [r[metric] for r in rows if r["need"] == need and not math.isnan(r[metric])]
+        assert sum(per_task) / len(per_task) == pytest.approx(value.item(), abs=1e-6), key
+    metrics.reset()
+    assert metrics.tasks() == []

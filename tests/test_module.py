@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -14,11 +15,11 @@ import pytest
 import torch
 
 from flexrec.cli import LIGHTNING_COMMANDS
-from flexrec.lightning_cli import FlexRecCLI
+from flexrec.lightning_cli import FlexRecCLI, ValidationPoints
 from flexrec.module import FlexRecModule
 from flexrec.rewards.base import Reward
 from flexrec.rewards.builtin import SwapReward
-from flexrec.run_record import RECORDED_COMMANDS
+from flexrec.run_record import RECORDED_COMMANDS, read_task_metrics
 from flexrec.testing.synthetic import SyntheticDataModule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,6 +49,78 @@ def test_native_policy_learns_the_need_conditioned_ranking() -> None:
         assert metrics[f"val/valid_rate/{need}"] == 1.0
         # random ~0.70 here, oracle 1.0: the policy must have learnt to read the need.
         assert learned > random + 0.1, (need, learned, random)
+
+
+class _CountValidations(L.Callback):
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.steps.append(trainer.global_step)
+
+
+def test_per_task_metrics_average_to_the_logged_ones_and_validation_is_spread() -> None:
+    L.seed_everything(0)
+    # 80 tasks / 16 = 5 batches per epoch, 2 epochs: 10 batches; 4 points → every 2 batches
+    data = SyntheticDataModule(num_train=80, num_val=48, batch_size=16)
+    module = FlexRecModule(policy={"name": "native", "args": {"dim": 8}}, group_size=2)
+    counter = _CountValidations()
+    trainer = L.Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ValidationPoints(points=4), counter],
+    )
+    trainer.fit(module, data)
+    assert counter.steps == [2, 4, 6, 8, 10]  # every 2 batches, across the epoch boundary
+    assert trainer.callback_metrics["val/tasks_seen"].item() == 160.0 == module.tasks_seen
+    (logged,) = trainer.test(module, data, verbose=False)
+    rows = module.task_metrics["test"]
+    assert {r["who"] for r in rows} == {"policy", "oracle", "random"}
+    assert len(rows) == 3 * 48 and len(module.task_metrics["val"]) == 3 * 48
+    for key, value in logged.items():
+        split, metric, need = key.split("/")
+        if metric.startswith("no_"):
+            continue
+        who = "policy" if split == "test" else split.removeprefix("test_")
+        values = [r[metric] for r in rows if r["who"] == who and r["need"] == need]
+        values = [v for v in values if not math.isnan(v)]
+        assert sum(values) / len(values) == pytest.approx(value, abs=1e-6), key
+
+
+def test_validation_points_default_to_the_batches_when_there_are_few() -> None:
+    counter = _CountValidations()
+    trainer = L.Trainer(
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[ValidationPoints(), counter],
+    )
+    data = SyntheticDataModule(num_train=64, num_val=16, batch_size=16)
+    trainer.fit(FlexRecModule(policy={"name": "native", "args": {"dim": 8}}, group_size=2), data)
+    assert counter.steps == [1, 2, 3]
+
+
+def test_validation_points_leave_a_fit_without_validation_alone(tmp_path: Path) -> None:
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_val_batches=0,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        callbacks=[ValidationPoints(), L.pytorch.callbacks.ModelCheckpoint(save_last=True)],
+    )
+    data = SyntheticDataModule(num_train=64, num_val=16, batch_size=16)
+    trainer.fit(FlexRecModule(policy={"name": "native", "args": {"dim": 8}}, group_size=2), data)
+    assert trainer.check_val_every_n_epoch == 1  # unchanged: the epoch-end checkpoint is saved
+    assert torch.load(next(tmp_path.rglob("last.ckpt")), weights_only=False)["global_step"] == 4
 
 
 class _NamedListMetric(SwapReward):
@@ -152,6 +225,17 @@ def test_cli_fit_then_validate_writes_a_run_record(tmp_path: Path) -> None:
     assert "train/loss" in record["metrics"]["fit"]
     validated = json.loads((root / "logs" / "version_1" / "run.json").read_text())
     assert 0.0 < validated["metrics"]["validate"]["val/ndcg@5/maximize_interest"] <= 1.0
+    # the per-task metrics of the split evaluated, next to each run record
+    assert (run_dir / "tasks_val.csv").is_file()
+    rows = read_task_metrics(root / "logs" / "version_1" / "tasks_val.csv")
+    assert len(rows) == 3 * 32 and rows[0]["who"] == "policy" and rows[0]["user"] == "0"
+    interest = [
+        r["ndcg@5"] for r in rows if r["who"] == "policy" and r["need"] == "maximize_interest"
+    ]
+    logged = validated["metrics"]["validate"]["val/ndcg@5/maximize_interest"]
+    assert sum(interest) / len(interest) == pytest.approx(logged, abs=1e-6)
+    # the tasks seen travel with the checkpoint
+    assert torch.load(ckpt, weights_only=False)["flexrec_tasks_seen"] == 2 * 64
 
 
 @pytest.mark.parametrize(

@@ -1,26 +1,58 @@
-"""Aggregate a grid's results: mean ± standard error over seeds, tables, CSV and plots.
+"""Aggregate a grid's results: mean ± standard error over seeds, paired differences, tables, CSV
+and plots.
 
-The standard error is the sample standard deviation over seeds (``ddof = 1``) divided by
-``sqrt(n)``; with one seed it is reported as 0 and flagged by ``n = 1``. The relative change is
-``(mean − mean_ref) / |mean_ref|`` against the grid's reference cell.
+What ``report.md`` shows, per cell, need and split (test, and validation):
+
+- **Absolute values** (``results.csv``): the mean over seeds ± the standard error, the sample
+  standard deviation over seeds (``ddof = 1``) divided by ``sqrt(n)``; with one seed it is reported
+  as 0 and flagged by ``n = 1``. The relative change is ``(mean − mean_ref) / |mean_ref|`` against
+  the grid's reference cell. Seeds redraw the user split, so this standard error mixes test-set
+  sampling with method noise.
+- **Paired differences** against the reference cell on identical tasks (``paired.csv``, the
+  section "Paired differences" and ``paired_ndcgat5.png``): the mean over seeds of each seed's mean
+  per-task difference, its standard error over seeds, and a 95 % percentile bootstrap interval
+  that resamples users within each seed (2,000 replicates, generator seed 0: reproducible); bold
+  where the interval excludes 0. See :mod:`flexrec.benchmark.paired` for the statistics. They need
+  the per-task metrics that runs write (``results/<cell>/seed<k>.tasks_<split>.csv``); rows in
+  brackets are the reference rankings logged by the reference cell's runs (``[feature_popularity]``
+  − reference, ...). Cells whose tasks differ from the reference's (another dataset) are listed,
+  not compared.
+- **Area under the validation curve** (``auc.csv``, after the validation NDCG tables): per run, the
+  trapezoidal area under the validation curve over training tasks seen, divided by the x range
+  (:func:`flexrec.benchmark.curves.curve_auc`), then mean ± standard error over seeds.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flexrec.benchmark.curves import curve_auc, curve_points, mean_curve
 from flexrec.benchmark.grid import label
+from flexrec.benchmark.paired import (
+    BOOTSTRAP_REPLICATES,
+    BOOTSTRAP_SEED,
+    PairedSummary,
+    compare_cells,
+    mean_se,
+)
 from flexrec.errors import ConfigError
-from flexrec.run_record import RECORDED_COMMANDS
+from flexrec.run_record import RECORDED_COMMANDS, read_task_metrics
 
-__all__ = ["Summary", "aggregate", "load_results", "mean_se", "write_report"]
+__all__ = [
+    "Summary",
+    "aggregate",
+    "auc_summaries",
+    "load_results",
+    "load_task_tables",
+    "mean_se",
+    "write_report",
+]
 
 TABLE_METRICS = (
     "ndcg@5",
@@ -32,21 +64,11 @@ TABLE_METRICS = (
     "top5_coverage",
 )
 
+PAIRED_METRICS = ("ndcg@5", "ndcg@10", "recall@5", "recall@10", "mrr@10")
+"""Metrics compared pairwise (and whose validation curves get an area under the curve)."""
 
-def mean_se(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error (``std(ddof=1) / sqrt(n)``; 0 for a single value).
-
-    Examples:
-        >>> mean, se = mean_se([0.5, 0.7, 0.9])
-        >>> round(mean, 6), round(se, 6)
-        (0.7, 0.11547)
-    """
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, 0.0
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(var / n)
+AUC_TABLES = ("ndcg@5", "ndcg@10")
+"""Validation metrics whose area under the curve is tabulated in ``report.md``."""
 
 
 @dataclass(frozen=True)
@@ -157,14 +179,14 @@ def aggregate(results: list[dict[str, Any]], reference: str | None = None) -> li
     return rows
 
 
-def _table(rows: list[Summary], split: str, metric: str) -> list[str]:
+def _table(rows: list[Summary], split: str, metric: str, title: str | None = None) -> list[str]:
     picked = [r for r in rows if r.split == split and r.metric == metric]
     needs = sorted({r.need for r in picked})
     cells = list(dict.fromkeys(r.cell for r in picked))
     if not picked:
         return []
     by = {(r.cell, r.need): r for r in picked}
-    lines = [f"### {split} {metric}", "", "| cell | " + " | ".join(needs) + " |"]
+    lines = [f"### {title or f'{split} {metric}'}", "", "| cell | " + " | ".join(needs) + " |"]
     lines.append("|---|" + "---|" * len(needs))
     for cell in cells:
         entries = []
@@ -179,7 +201,9 @@ def _table(rows: list[Summary], split: str, metric: str) -> list[str]:
     return [*lines, ""]
 
 
-def _plots(results: list[dict[str, Any]], rows: list[Summary], out: Path) -> list[str]:
+def _plots(
+    results: list[dict[str, Any]], rows: list[Summary], paired: list[PairedSummary], out: Path
+) -> list[str]:
     os.environ.setdefault("MPLBACKEND", "Agg")
     import matplotlib.pyplot as plt
 
@@ -188,24 +212,27 @@ def _plots(results: list[dict[str, Any]], rows: list[Summary], out: Path) -> lis
     for metric in ("ndcg@5", "ndcg@10"):
         for need in needs:
             key = f"val/{metric}/{need}"
-            curves: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+            runs: dict[str, list[list[tuple[float, float]]]] = defaultdict(list)
+            by_tasks = True
             for result in results:
-                for epoch, value in result.get("curves", {}).get(key, []):
-                    curves[result["cell"]][epoch].append(value)
-            if not curves:
+                points, seen = curve_points(result, key)
+                if points:
+                    runs[result["cell"]].append(points)
+                    by_tasks &= seen or len(points) == 1
+            if not runs:
                 continue
             fig, ax = plt.subplots(figsize=(8, 5))
             colors = plt.cm.tab10.colors
-            for i, (cell, points) in enumerate(sorted(curves.items())):
-                epochs = sorted(points)
-                means = [sum(points[e]) / len(points[e]) for e in epochs]
+            for i, (cell, curves) in enumerate(sorted(runs.items())):
+                xs, means = zip(*mean_curve(curves), strict=True)
                 # 10 colours × 3 marker styles: distinct for up to 30 cells
                 color, marker = colors[i % 10], "os^"[(i // 10) % 3]
-                if len(epochs) == 1:  # an untrained baseline: one evaluation, drawn as a level
+                if len(xs) == 1:  # an untrained baseline: one evaluation, drawn as a level
                     ax.axhline(means[0], linestyle="--", linewidth=1, color=color, label=cell)
                 else:
-                    ax.plot(epochs, means, marker=marker, color=color, label=cell)
-            ax.set(xlabel="epoch", ylabel=f"val {metric}", title=f"{need}: validation {metric}")
+                    ax.plot(xs, means, marker=marker, markersize=3, color=color, label=cell)
+            xlabel = "training tasks seen" if by_tasks else "epoch"
+            ax.set(xlabel=xlabel, ylabel=f"val {metric}", title=f"{need}: validation {metric}")
             ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
             name = f"curve_{metric}_{need}.png".replace("@", "at")
             fig.tight_layout()
@@ -216,6 +243,10 @@ def _plots(results: list[dict[str, Any]], rows: list[Summary], out: Path) -> lis
     picked = [r for r in rows if r.split == split and r.metric == "ndcg@5"]
     if picked:
         written.append(_bars(plt, picked, split, out))
+    split = "test" if any(p.split == "test" for p in paired) else "val"
+    differences = [p for p in paired if p.split == split and p.metric == "ndcg@5"]
+    if differences:
+        written.append(_paired_bars(plt, differences, split, out))
     return written
 
 
@@ -251,11 +282,85 @@ def _bars(plt: Any, picked: list[Summary], split: str, out: Path) -> str:
     return name
 
 
-def write_report(out: Path, reference: str | None = None, title: str = "flexrec-bench") -> Path:
-    """Write ``report.md``, ``results.csv`` and PNG plots into ``out`` from its results."""
-    results = load_results(out)
-    rows = aggregate(results, reference)
-    with (out / "results.csv").open("w", newline="") as handle:
+def _paired_bars(plt: Any, picked: list[PairedSummary], split: str, out: Path) -> str:
+    """One panel per need: each cell's paired difference to the reference with its bootstrap
+    interval; coloured where the interval excludes 0."""
+    cells = list(dict.fromkeys(p.cell for p in picked))
+    needs = sorted({p.need for p in picked})
+    by = {(p.cell, p.need): p.stats for p in picked}
+    fig, axes = plt.subplots(
+        1,
+        len(needs),
+        figsize=(2.0 + 3.6 * len(needs), 1.0 + 0.28 * len(cells)),
+        sharey=True,
+        squeeze=False,
+    )
+    ys = list(range(len(cells)))[::-1]
+    for ax, need in zip(axes[0], needs, strict=True):
+        for y, cell in zip(ys, cells, strict=True):
+            st = by.get((cell, need))
+            if st is None:
+                continue
+            color = ("tab:green" if st.low > 0 else "tab:red") if st.excludes_zero else "0.5"
+            error = [[st.mean - st.low], [st.high - st.mean]]
+            ax.errorbar(st.mean, y, xerr=error, fmt="o", color=color, capsize=2, markersize=4)
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.set_title(need, fontsize=9)
+        ax.set_xlabel(f"{split} NDCG@5 − reference")
+        ax.grid(axis="x", linewidth=0.4)
+    axes[0][0].set_yticks(ys, cells, fontsize=7)
+    fig.suptitle(
+        f"{split} NDCG@5, paired difference to the reference (mean over seeds, 95 % bootstrap "
+        "interval over users; coloured: excludes 0)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    name = "paired_ndcgat5.png"
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def load_task_tables(
+    out: Path, results: list[dict[str, Any]]
+) -> dict[tuple[str, int, str], list[dict[str, Any]]]:
+    """The per-task metrics of every run that saved them: ``(cell, seed, split) → rows``."""
+    tables = {}
+    for result in results:
+        for split, name in (result.get("task_files") or {}).items():
+            path = out / "results" / result["cell"] / name
+            if path.is_file():
+                tables[(result["cell"], result["seed"], split)] = read_task_metrics(path)
+    return tables
+
+
+def auc_summaries(results: list[dict[str, Any]], reference: str | None = None) -> list[Summary]:
+    """Mean ± standard error over seeds of each run's area under its validation curve
+    (:func:`~flexrec.benchmark.curves.curve_auc`) per (cell, metric, need); split ``val``."""
+    samples: dict[tuple[str, str, str], list[float]] = defaultdict(list)
+    for result in results:
+        for key in result.get("curves", {}):
+            parts = key.split("/")
+            if len(parts) == 3 and parts[0] == "val" and parts[1] in PAIRED_METRICS:
+                points, _ = curve_points(result, key)
+                xs, ys = zip(*points, strict=True)
+                samples[(result["cell"], parts[1], parts[2])].append(curve_auc(xs, ys))
+    means = {key: mean_se(values) for key, values in samples.items()}
+    order = list(dict.fromkeys(r["cell"] for r in results))
+    rows = []
+    for (cell, metric, need), (mean, se) in sorted(
+        means.items(),
+        key=lambda kv: (order.index(kv[0][0]), PAIRED_METRICS.index(kv[0][1]), kv[0][2]),
+    ):
+        ref = means.get((reference, metric, need)) if reference else None
+        relative = (mean - ref[0]) / abs(ref[0]) if ref is not None and ref[0] != 0 else None
+        n = len(samples[(cell, metric, need)])
+        rows.append(Summary(cell, "val", metric, need, mean, se, n, relative))
+    return rows
+
+
+def _write_csv(path: Path, rows: list[Summary]) -> None:
+    with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["cell", "split", "metric", "need", "mean", "se", "n", "relative_change"])
         for r in rows:
@@ -263,7 +368,81 @@ def write_report(out: Path, reference: str | None = None, title: str = "flexrec-
             writer.writerow(
                 [r.cell, r.split, r.metric, r.need, f"{r.mean:.6f}", f"{r.se:.6f}", r.n, rel]
             )
-    plots = _plots(results, rows, out)
+
+
+PAIRED_COLUMNS = (
+    *("cell", "reference", "split", "metric", "need", "mean_difference", "se", "ci_low"),
+    *("ci_high", "excludes_zero", "seeds", "tasks", "users"),
+)
+"""Columns of ``paired.csv``."""
+
+
+def _write_paired_csv(path: Path, rows: list[PairedSummary], reference: str) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(PAIRED_COLUMNS)
+        for p in rows:
+            st = p.stats
+            numbers = [f"{v:.6f}" for v in (st.mean, st.se, st.low, st.high)]
+            flags = [int(st.excludes_zero), st.seeds, st.tasks, st.users]
+            writer.writerow([p.cell, reference, p.split, p.metric, p.need, *numbers, *flags])
+
+
+def _paired_section(paired: list[PairedSummary], differ: list[str], reference: str) -> list[str]:
+    lines = [
+        f"## Paired differences against `{reference}`",
+        "",
+        "Cell − reference on identical tasks (same seed: same split and tasks): mean over seeds of "
+        "each seed's mean per-task difference ± its standard error over seeds; in brackets the "
+        f"95 % bootstrap interval resampling users within each seed ({BOOTSTRAP_REPLICATES} "
+        f"replicates, generator seed {BOOTSTRAP_SEED}). **Bold**: the interval excludes 0. "
+        "Rows in brackets are reference rankings scored in the reference cell's runs.",
+        "",
+    ]
+    if differ:
+        lines += [
+            f"Not compared (their tasks differ from the reference's): {', '.join(differ)}.",
+            "",
+        ]
+    if not paired:
+        return [*lines, "No per-task metrics to compare (runs of an older flexrec).", ""]
+    for split in ("test", "val"):
+        for metric in PAIRED_METRICS:
+            picked = [p for p in paired if p.split == split and p.metric == metric]
+            if not picked:
+                continue
+            needs = sorted({p.need for p in picked})
+            by = {(p.cell, p.need): p.stats for p in picked}
+            lines += [f"### {split} {metric}: paired difference", ""]
+            lines += ["| cell | " + " | ".join(needs) + " |", "|---|" + "---|" * len(needs)]
+            for cell in dict.fromkeys(p.cell for p in picked):
+                entries = []
+                for need in needs:
+                    st = by.get((cell, need))
+                    if st is None:
+                        entries.append("–")
+                        continue
+                    text = f"{st.mean:+.4f} ± {st.se:.4f} [{st.low:+.4f}, {st.high:+.4f}]"
+                    entries.append(f"**{text}**" if st.excludes_zero else text)
+                lines.append(f"| {cell} | " + " | ".join(entries) + " |")
+            lines.append("")
+    return lines
+
+
+def write_report(out: Path, reference: str | None = None, title: str = "flexrec-bench") -> Path:
+    """Write ``report.md``, ``results.csv``, ``auc.csv``, ``paired.csv`` (with a reference) and PNG
+    plots into ``out`` from its results."""
+    results = load_results(out)
+    rows = aggregate(results, reference)
+    _write_csv(out / "results.csv", rows)
+    aucs = auc_summaries(results, reference)
+    _write_csv(out / "auc.csv", aucs)
+    paired: list[PairedSummary] = []
+    differ: list[str] = []
+    if reference is not None:
+        paired, differ = compare_cells(load_task_tables(out, results), reference, PAIRED_METRICS)
+        _write_paired_csv(out / "paired.csv", paired, reference)
+    plots = _plots(results, rows, paired, out)
     seeds = sorted({r["seed"] for r in results})
     wall = sum(r.get("wall_s", 0.0) for r in results)
     lines = [
@@ -272,13 +451,18 @@ def write_report(out: Path, reference: str | None = None, title: str = "flexrec-
         f"{len(results)} finished runs, seeds {seeds}, {wall / 60:.1f} min of run time. "
         "Cells: mean ± standard error over seeds"
         + (f"; in brackets the relative change against `{reference}`." if reference else "."),
-        "Validation numbers are from the last epoch (no early stopping); test numbers from the "
-        "last checkpoint.",
+        "Validation numbers are from the last validation, after the last training batch (no early "
+        "stopping); test numbers from the last checkpoint. The area under the validation curve is "
+        "its mean level over training tasks seen (trapezoidal, divided by the range).",
         "",
     ]
     for split in ("test", "val"):
         for metric in TABLE_METRICS:
             lines += _table(rows, split, metric)
+            if split == "val" and metric in AUC_TABLES:
+                lines += _table(aucs, split, metric, f"val {metric}: area under the curve")
+    if reference is not None:
+        lines += _paired_section(paired, differ, reference)
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots]
     path = out / "report.md"
     tmp = path.with_suffix(".md.tmp")

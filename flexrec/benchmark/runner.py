@@ -5,10 +5,19 @@ Layout under the output folder::
     OUT/grid.yaml                       copy of the grid file
     OUT/runs/<cell>/seed<k>/cell.yaml   the resolved config of the run
     OUT/runs/<cell>/seed<k>/...         Lightning logs, checkpoints, run.json
+    OUT/results/<cell>/seed<k>.tasks_<split>.csv   per-task metrics of the run (val, test)
     OUT/results/<cell>/seed<k>.json     the run's metrics, written last (temp file + rename)
 
 A run counts as finished only when its result file exists, so a killed grid leaves no partial
 result; rerunning skips finished runs and restarts unfinished ones from scratch.
+
+Validation schedule: a cell that runs ``fit`` validates at least :data:`VALIDATION_POINTS` times,
+evenly over its training batches and once more after the last one
+(:class:`flexrec.lightning_cli.ValidationPoints`, added to its trainer's callbacks), unless its
+config sets ``trainer.val_check_interval`` or ``trainer.check_val_every_n_epoch``, disables
+validation (``trainer.limit_val_batches: 0``) or lists that callback itself. The validation set is
+scored each time (with the native policy a fraction of a training epoch; a grid with a slow policy
+can limit it with ``trainer.limit_val_batches`` or set its own interval).
 """
 
 from __future__ import annotations
@@ -26,17 +35,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from flexrec.benchmark.child import PARENT_ENV
 from flexrec.benchmark.grid import Cell, Grid
 from flexrec.errors import ConfigError, FlexRecError
 from flexrec.plugin.manager import load_plugins
 from flexrec.registry import registries
-from flexrec.run_record import RUN_RECORD, write_json_atomic
+from flexrec.run_record import RUN_RECORD, task_metrics_file, write_json_atomic
 from flexrec.types import DataInfo
 
-__all__ = ["Run", "plan", "run_grid", "validate_grid"]
+__all__ = ["VALIDATION_POINTS", "Run", "plan", "run_grid", "validate_grid"]
+
+VALIDATION_POINTS = 10
+"""The least number of validations of a fit in a grid (see the module docstring)."""
+
+_POINTS_CALLBACK = "flexrec.lightning_cli.ValidationPoints"
+
+_SPLITS = {"fit": "val", "validate": "val", "test": "test"}
+"""The split whose per-task metrics each recorded command writes."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,10 @@ class Run:
     def result_path(self) -> Path:
         """The result file; its existence marks the run finished."""
         return self.out / "results" / self.cell.name / f"seed{self.seed}.json"
+
+    def tasks_path(self, split: str) -> Path:
+        """The copy of the run's per-task metrics of ``split``, next to the result file."""
+        return self.result_path.with_name(f"seed{self.seed}.tasks_{split}.csv")
 
 
 def plan(grid: Grid, out: Path, pattern: str | None = None) -> list[Run]:
@@ -150,17 +171,63 @@ def _flexrec(args: list[str], log: Path, threads: int) -> None:
         raise RuntimeError(f"`flexrec {' '.join(args[:1])}` exited {proc.returncode}; see {log}")
 
 
+def with_validation_points(cfg: DictConfig, commands: tuple[str, ...]) -> DictConfig:
+    """Add :class:`~flexrec.lightning_cli.ValidationPoints` to a fitting cell's trainer, unless
+    its config chooses its own validation schedule (see the module docstring)."""
+    trainer = OmegaConf.select(cfg, "trainer") or {}
+    callbacks = trainer.get("callbacks")
+    listed = list(callbacks) if isinstance(callbacks, list | ListConfig) else [callbacks]
+    named = [str(c.get("class_path", c)) if hasattr(c, "get") else str(c) for c in listed if c]
+    if (
+        "fit" not in commands
+        or trainer.get("val_check_interval") is not None
+        or trainer.get("check_val_every_n_epoch", 1) != 1
+        or trainer.get("limit_val_batches") in (0, 0.0)
+        or any(n.endswith("ValidationPoints") for n in named)
+    ):
+        return cfg
+    points = {"class_path": _POINTS_CALLBACK, "init_args": {"points": VALIDATION_POINTS}}
+    OmegaConf.update(cfg, "trainer.callbacks", [*(c for c in listed if c), points], merge=False)
+    return cfg
+
+
 def _read_curves(csv_path: Path) -> dict[str, list[list[float]]]:
-    """``{metric: [[epoch, value], ...]}`` for every validation metric in a Lightning CSV log."""
+    """``{metric: [[epoch, value, tasks_seen], ...]}`` for every validation metric in a Lightning
+    CSV log (``[epoch, value]`` where the log has no ``val/tasks_seen``)."""
     curves: dict[str, list[list[float]]] = {}
     if not csv_path.is_file():
         return curves
     with csv_path.open() as handle:
         for row in csv.DictReader(handle):
+            seen = row.get("val/tasks_seen")
             for key, value in row.items():
-                if key.startswith("val") and value not in ("", None):
-                    curves.setdefault(key, []).append([float(row["epoch"]), float(value)])
+                if key.startswith("val") and key != "val/tasks_seen" and value not in ("", None):
+                    point = [float(row["epoch"]), float(value)]
+                    curves.setdefault(key, []).append(point + ([float(seen)] if seen else []))
     return curves
+
+
+def _copy_task_files(run: Run, log_dirs: dict[str, Path]) -> dict[str, str]:
+    """Copy each split's per-task metrics next to the result file (temporary file + rename), from
+    the last recorded command that evaluated the split (the one whose metrics the report uses).
+
+    Returns:
+        ``{split: file name}`` of the copies.
+    """
+    sources: dict[str, Path] = {}
+    for command, split in _SPLITS.items():
+        source = task_metrics_file(log_dirs[command], split) if command in log_dirs else None
+        if source is not None and source.is_file():
+            sources[split] = source
+    names = {}
+    for split, source in sources.items():
+        target = run.tasks_path(split)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+        names[split] = target.name
+    return names
 
 
 def _records(run_dir: Path) -> dict[Path, tuple[int, int]]:
@@ -198,7 +265,9 @@ def execute(run: Run, threads: int = 1) -> dict[str, Any]:
     run.run_dir.mkdir(parents=True)
     grid_base = cast(DictConfig, OmegaConf.load(run.out / "base.yaml"))  # saved by run_grid
     config = run.run_dir / "cell.yaml"
-    cfg = run.cell.config(grid_base, run.seed, run.run_dir)
+    cfg = with_validation_points(
+        run.cell.config(grid_base, run.seed, run.run_dir), run.cell.commands
+    )
     if run.cell.init_from is not None:
         OmegaConf.update(cfg, "model.init_from", str(_fit_checkpoint(run)), merge=False)
     OmegaConf.save(cfg, config)
@@ -225,6 +294,7 @@ def execute(run: Run, threads: int = 1) -> dict[str, Any]:
         "log_dirs": {command: str(path) for command, path in log_dirs.items()},
         "metrics": metrics,
         "curves": _read_curves(first / "metrics.csv"),
+        "task_files": _copy_task_files(run, log_dirs),
         "wall_s": round(time.time() - start, 2),
     }
     write_json_atomic(run.result_path, result)

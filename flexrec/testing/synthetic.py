@@ -115,7 +115,7 @@ class SyntheticDataModule(L.LightningDataModule):
                 [" ".join(f"f{j}={v:.1f}" for j, v in enumerate(row)) for row in task.tolist()]
                 for task in features
             ],
-            meta=[{"dataset": "synthetic", "task": i} for i in range(n)],
+            meta=[{"dataset": "synthetic", "task": i, "user": i} for i in range(n)],
         )
 
     def train_dataloader(self) -> DataLoader[RankingBatch]:

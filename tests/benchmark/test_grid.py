@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -17,9 +18,17 @@ from omegaconf import OmegaConf
 from flexrec.benchmark.cli import main
 from flexrec.benchmark.grid import load_grid
 from flexrec.benchmark.report import aggregate, mean_se, write_report
-from flexrec.benchmark.runner import _records, _written_record, validate_grid
+from flexrec.benchmark.runner import (
+    VALIDATION_POINTS,
+    _read_curves,
+    _records,
+    _written_record,
+    run_grid,
+    validate_grid,
+    with_validation_points,
+)
 from flexrec.errors import ConfigError
-from flexrec.run_record import write_json_atomic
+from flexrec.run_record import read_task_metrics, write_json_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 SYNTHETIC = REPO / "configs" / "synthetic.yaml"
@@ -281,3 +290,110 @@ def test_identical_references_of_different_data_configurations_merge() -> None:
     merged = rows[("[random]", "test", "a")]
     assert merged.n == 2 and merged.mean == pytest.approx(0.35)
     assert rows[("[random]", "test", "b")].mean == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize(
+    ("trainer", "commands", "added"),
+    [
+        ({}, ("fit", "test"), True),
+        ({"callbacks": [{"class_path": "x.Other"}]}, ("fit",), True),
+        ({}, ("validate", "test"), False),
+        ({"val_check_interval": 0.5}, ("fit",), False),
+        ({"check_val_every_n_epoch": None, "val_check_interval": 20}, ("fit",), False),
+        ({"limit_val_batches": 0}, ("fit",), False),
+        ({"callbacks": ["flexrec.lightning_cli.ValidationPoints"]}, ("fit",), False),
+    ],
+)
+def test_fitting_cells_validate_at_least_ten_times_unless_the_grid_says_otherwise(
+    trainer: dict[str, object], commands: tuple[str, ...], added: bool
+) -> None:
+    cfg = with_validation_points(OmegaConf.create({"trainer": trainer}), commands)
+    callbacks = OmegaConf.to_container(cfg).get("trainer", {}).get("callbacks") or []
+    points = [c for c in callbacks if isinstance(c, dict) and c["class_path"].endswith("Points")]
+    assert bool(points) == added
+    if added:
+        assert points[0]["init_args"] == {"points": VALIDATION_POINTS} == {"points": 10}
+        assert len(callbacks) == len(trainer.get("callbacks", [])) + 1  # others kept
+
+
+def test_curves_are_read_with_the_tasks_seen(tmp_path: Path) -> None:
+    log = tmp_path / "metrics.csv"
+    log.write_text(
+        "epoch,step,train/loss,val/ndcg@5/a,val/tasks_seen\n"
+        "0,0,1.0,,\n0,1,,0.5,32.0\n1,3,,0.75,64.0\n"
+    )
+    assert _read_curves(log) == {"val/ndcg@5/a": [[0.0, 0.5, 32.0], [1.0, 0.75, 64.0]]}
+
+
+E2E = f"""
+base: {SYNTHETIC}
+seeds: [0, 1]
+commands: [fit, test]
+set:
+  trainer.max_epochs: 1
+  trainer.enable_model_summary: false
+  data.init_args.num_train: 96
+  data.init_args.num_val: 24
+  data.init_args.batch_size: 8
+  model.group_size: 2
+  model.policy: {{name: native, args: {{dim: 8}}}}
+axes:
+  model.reward: [{{name: sequence}}, {{name: swap}}]
+reference: sequence
+"""
+
+
+def _per_task_mean(out: Path, cell: str, seed: int, need: str) -> float:
+    rows = read_task_metrics(out / "results" / cell / f"seed{seed}.tasks_test.csv")
+    values = [r["ndcg@5"] for r in rows if r["who"] == "policy" and r["need"] == need]
+    values = [v for v in values if not math.isnan(v)]
+    return sum(values) / len(values)
+
+
+@pytest.mark.slow
+def test_a_tiny_grid_reports_paired_differences_and_curve_areas(tmp_path: Path) -> None:
+    grid = load_grid(_grid(tmp_path, E2E))
+    out = tmp_path / "out"
+    assert run_grid(grid, out) == (4, 0)
+    report = write_report(out, grid.reference).read_text()
+    result = json.loads((out / "results" / "swap" / "seed0.json").read_text())
+    assert result["task_files"] == {"val": "seed0.tasks_val.csv", "test": "seed0.tasks_test.csv"}
+    cell_config = OmegaConf.load(out / "runs" / "swap" / "seed0" / "cell.yaml")
+    assert cell_config.trainer.callbacks[-1].init_args.points == 10
+    # 96 tasks / 8 = 12 batches: a validation after each (12 // 10 = 1), the last one at 96
+    curve = result["curves"]["val/ndcg@5/maximize_interest"]
+    assert len(curve) == 12 and [p[2] for p in curve] == [8.0 * i for i in range(1, 13)]
+    assert curve[-1][1] == pytest.approx(result["metrics"]["fit"]["val/ndcg@5/maximize_interest"])
+
+    assert "## Paired differences against `sequence`" in report
+    assert "### test ndcg@5: paired difference" in report and "| [oracle] |" in report
+    assert "### val ndcg@5: area under the curve" in report
+    assert (out / "paired_ndcgat5.png").is_file() and (out / "auc.csv").is_file()
+    with (out / "paired.csv").open() as handle:
+        paired = {
+            (r["cell"], r["split"], r["metric"], r["need"]): r for r in csv.DictReader(handle)
+        }
+    with (out / "results.csv").open() as handle:
+        absolute = {
+            (r["cell"], r["split"], r["metric"], r["need"]): float(r["mean"])
+            for r in csv.DictReader(handle)
+        }
+    for need in ("maximize_interest", "explore_new_topics"):
+        row = paired[("swap", "test", "ndcg@5", need)]
+        per_seed = [
+            _per_task_mean(out, "swap", seed, need) - _per_task_mean(out, "sequence", seed, need)
+            for seed in (0, 1)
+        ]
+        expected, se = mean_se(per_seed)
+        assert float(row["mean_difference"]) == pytest.approx(expected, abs=2e-6)
+        assert float(row["se"]) == pytest.approx(se, abs=2e-6)
+        assert float(row["ci_low"]) <= float(row["mean_difference"]) <= float(row["ci_high"])
+        assert row["seeds"] == "2" and row["tasks"] == row["users"]  # synthetic: a user per task
+        # the same tasks on both sides: the difference of the cells' logged means
+        gap = (
+            absolute[("swap", "test", "ndcg@5", need)]
+            - absolute[("sequence", "test", "ndcg@5", need)]
+        )
+        assert float(row["mean_difference"]) == pytest.approx(gap, abs=1e-5)
+        oracle = paired[("[oracle]", "test", "ndcg@5", need)]
+        assert float(oracle["mean_difference"]) > 0 and oracle["excludes_zero"] == "1"
