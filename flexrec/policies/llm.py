@@ -94,6 +94,11 @@ def load_causal_lm(
     return lm, tokenizer
 
 
+def _at_least_float32(x: Tensor) -> Tensor:
+    """``x`` in float32 when its dtype is narrower (bf16/fp16 models); float64 stays float64."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class LLMPolicy(Policy):
     """Constrained-decoding LLM ranking policy.
 
@@ -323,7 +328,7 @@ class LLMPolicy(Policy):
             steps.append(step.reshape(n, g, k, k))
         shape = (batch.batch_size, group_size, k)
         permutations = torch.cat(perms).reshape(shape)
-        step_logprobs = torch.cat(steps).float().reshape(*shape, k)
+        step_logprobs = _at_least_float32(torch.cat(steps)).reshape(*shape, k)
         return rollout_from_steps(permutations, step_logprobs, reasoning)
 
     def _teacher_forced(
@@ -353,7 +358,7 @@ class LLMPolicy(Policy):
                 state = state.repeat(g)
                 forced = TD.teacher_forced_steps(lm, decoder, state, trie, perms.reshape(n * g, k))
                 steps.append(forced.reshape(n, g, k, k))
-        step_logprobs = torch.cat(steps).float().reshape(b, group_size, k, k)
+        step_logprobs = _at_least_float32(torch.cat(steps)).reshape(b, group_size, k, k)
         if trie is None:  # scores so far
             step_logprobs = masked_log_softmax(step_logprobs, placed_before(permutations))
         return placed_order_logprobs(step_logprobs, permutations), step_logprobs

@@ -142,7 +142,7 @@ class IdentifierTrie:
             ``[..., K]`` log-probabilities summing (in probability) to 1 over the remaining
             candidates; ``-inf`` for placed ones.
         """
-        edge_scores = edge_scores.float()
+        edge_scores = edge_scores.to(torch.promote_types(edge_scores.dtype, torch.float32))
         alive = ((~placed).float() @ self.on_path.float()) > 0  # [..., V]
         num_inner = self.num_inner + 1
         member = alive.unsqueeze(-1) & (
