@@ -1,7 +1,7 @@
 """The ``flexrec`` command: plug-in listing and data commands.
 
-User errors (bad config, bad data, broken plug-in) print one line ``flexrec: error: ...`` and exit
-with status 2; ``--debug`` shows the traceback instead.
+User errors (bad config, bad data, broken plug-in, an output that cannot be written) print one line
+``flexrec: error: ...`` and exit with status 2; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -9,26 +9,32 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from flexrec.errors import ConfigError, FlexRecError
+from flexrec.errors import ConfigError, FlexRecError, output_error
 from flexrec.run_record import RECORDED_COMMANDS
 
-__all__ = ["LIGHTNING_COMMANDS", "main", "run_guarded"]
+__all__ = ["LIGHTNING_COMMANDS", "main", "run_guarded", "yaml_error"]
 
 LIGHTNING_COMMANDS = (*RECORDED_COMMANDS, "predict")
 """The ``flexrec`` subcommands handed to LightningCLI (:class:`flexrec.lightning_cli.FlexRecCLI`)."""
 
 
 def run_guarded(prog: str, argv: list[str], body: Callable[[list[str]], int]) -> int:
-    """Run ``body(argv)`` turning user errors into one line on stderr and exit status 2."""
+    """Run ``body(argv)`` turning user errors into one line on stderr and exit status 2.
+
+    User errors are :class:`~flexrec.errors.FlexRecError` and the ``OSError`` of a refused write
+    (disk full, read-only, a path through a file: :func:`~flexrec.errors.output_error`).
+    """
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     try:
         return body(argv)
-    except FlexRecError as exc:
-        if debug:
+    except (FlexRecError, OSError) as exc:
+        error = exc if isinstance(exc, FlexRecError) else output_error(exc)
+        if debug or error is None:
             raise
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {' '.join(str(error).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
@@ -102,6 +108,7 @@ def _lightning(argv: list[str]) -> int:
 
     from flexrec.lightning_cli import FlexRecCLI
 
+    _check_config_files(argv)
     # argv is passed explicitly (``--debug`` removed), which LightningCLI warns about needlessly.
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
@@ -119,12 +126,41 @@ def _lightning(argv: list[str]) -> int:
     return 0
 
 
+def yaml_error(path: str, exc: Exception) -> ConfigError:
+    """A one-line error naming the YAML file, the line and column, and the problem."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    return ConfigError(f"{path}: not valid YAML{where}: {problem}")
+
+
+def _check_config_files(argv: list[str]) -> None:
+    """Read every ``--config`` file first, so a YAML error names its file (jsonargparse's own
+    message names no file)."""
+    import yaml
+
+    files = [arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")]
+    files += [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg in ("--config", "-c")]
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            continue  # jsonargparse reports a missing file, or reads the value as inline YAML
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise yaml_error(name, exc) from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{name}: cannot read the config ({exc})") from exc
+
+
 def _user_error_in_chain(exc: BaseException) -> FlexRecError | None:
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         if isinstance(current, FlexRecError):
             return current
+        if isinstance(current, OSError) and (refused := output_error(current)) is not None:
+            return refused
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None

@@ -5,6 +5,10 @@ defaults (CSV + TensorBoard loggers, a last-checkpoint link, a rich progress bar
 record (:mod:`flexrec.run_record`) into the run directory after ``fit``, ``validate`` and ``test``,
 with the per-task metrics of the split evaluated (``tasks_val.csv``, ``tasks_test.csv``).
 :class:`ValidationPoints` spreads validation over a fit (learning curves; ``flexrec-bench`` adds it).
+
+Checkpoints are written atomically (:class:`~flexrec.checkpoints.AtomicCheckpointIO`). A
+``--ckpt_path`` that is missing or unreadable, or whose saved settings contradict the run's
+(:func:`~flexrec.checkpoints.setting_conflicts`), fails before anything is built.
 """
 
 from __future__ import annotations
@@ -17,9 +21,16 @@ from typing import Any
 
 import torch
 from jsonargparse import Namespace
+from lightning.fabric.plugins import CheckpointIO
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningCLI
 
+from flexrec.checkpoints import (
+    AtomicCheckpointIO,
+    is_checkpoint_file_path,
+    read_checkpoint,
+    setting_conflicts,
+)
 from flexrec.errors import ConfigError
 from flexrec.module import FlexRecModule
 from flexrec.run_record import record_metrics, write_task_metrics
@@ -159,6 +170,43 @@ class FlexRecCLI(LightningCLI):
         ):
             callbacks.append(Namespace(class_path="lightning.pytorch.callbacks.RichProgressBar"))
         trainer.callbacks = callbacks
+
+    def _parse_ckpt_path(self) -> None:
+        """Read ``--ckpt_path`` (a one-line error if missing or unreadable), refuse one whose
+        settings contradict the run's, then let its model hyperparameters fill the config as
+        LightningCLI does (the model is rebuilt as it was trained)."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not is_checkpoint_file_path(ckpt_path):
+            return
+        cfg = self.config[subcommand]
+        checkpoint = read_checkpoint(ckpt_path, weights_only=True)
+        data = cfg.get("data")
+        init_args = data.get("init_args") if data is not None else None
+        default = self._parser(subcommand).get_defaults().get("model.policy")
+        conflicts = setting_conflicts(checkpoint, cfg.model.get("policy"), default, init_args)
+        if conflicts:
+            raise ConfigError(
+                f"ckpt_path {str(ckpt_path)!r} was trained with other settings: "
+                f"{'; '.join(conflicts)}"
+            )
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        if not hparams:
+            return
+        if "_class_path" in hparams:
+            hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        """The trainer, writing checkpoints with :class:`AtomicCheckpointIO` unless its
+        ``plugins`` hold another ``CheckpointIO``."""
+        plugins = self._get(self.config_init, "trainer", default={}).get("plugins")
+        listed = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
+        listed = [p for p in listed if p is not None]
+        if "plugins" not in kwargs and not any(isinstance(p, CheckpointIO) for p in listed):
+            kwargs["plugins"] = [*listed, AtomicCheckpointIO()]
+        return super().instantiate_trainer(**kwargs)
 
     def _record(self, subcommand: str) -> None:
         log_dir = self.trainer.log_dir or self.trainer.default_root_dir

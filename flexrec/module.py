@@ -32,7 +32,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from flexrec.errors import ConfigError
+from flexrec.checkpoints import check_data_info, fingerprint
+from flexrec.errors import ConfigError, check_number
 from flexrec.metrics import RankingMetrics, check_reference, reference_ranking
 from flexrec.objectives.base import Targets
 from flexrec.plugin.manager import load_plugins
@@ -118,8 +119,7 @@ class FlexRecModule(L.LightningModule):
             data_info = asdict(data_info)
         self.save_hyperparameters()
         self.automatic_optimization = False
-        if micro_batch_size is not None and micro_batch_size < 1:
-            raise ConfigError(f"micro_batch_size must be >= 1 or null, got {micro_batch_size}")
+        _check_settings(self.hparams)
         load_plugins(plugins or [])
         self.reward = registries.reward.build(reward)
         self.estimator = registries.estimator.build(estimator)
@@ -189,15 +189,16 @@ class FlexRecModule(L.LightningModule):
             state = checkpoint["state_dict"]
             checkpoint["flexrec_rebuilt"] = {
                 "count": len(keys),
-                "fingerprint": _fingerprint(state, keys),
+                "fingerprint": fingerprint(state, keys),
             }
             for key in keys:
                 del state[key]
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Put back the tensors a checkpoint left out, from the freshly built policy, after
-        checking that they are the ones the checkpoint was trained with; restore
-        :attr:`tasks_seen`."""
+        """Refuse a checkpoint of other data (:data:`~flexrec.checkpoints.DATA_INFO_KEYS`); put
+        back the tensors it left out, from the freshly built policy, after checking that they are
+        the ones it was trained with; restore :attr:`tasks_seen`."""
+        check_data_info(checkpoint, self.hparams.data_info)
         if "flexrec_tasks_seen" in checkpoint:
             self.tasks_seen = int(checkpoint["flexrec_tasks_seen"])
         saved = checkpoint.get("flexrec_rebuilt")
@@ -206,7 +207,7 @@ class FlexRecModule(L.LightningModule):
         own = self.state_dict()
         keys = [k for k in self._rebuilt_keys() if k not in checkpoint["state_dict"]]
         if len(keys) != saved["count"] or not math.isclose(
-            _fingerprint(own, keys), saved["fingerprint"], rel_tol=1e-6, abs_tol=1e-6
+            fingerprint(own, keys), saved["fingerprint"], rel_tol=1e-6, abs_tol=1e-6
         ):
             raise ConfigError(
                 "the checkpoint was saved without its frozen pretrained weights, and the model "
@@ -391,10 +392,16 @@ class FlexRecModule(L.LightningModule):
         return [{**meta, "ranking": row.tolist()} for meta, row in zip(metas, items, strict=True)]
 
 
-def _fingerprint(state: dict[str, Tensor], keys: list[str]) -> float:
-    """A cheap order-dependent checksum of some tensors (float64 sums, weighted by position)."""
-    total = 0.0
-    for i, key in enumerate(sorted(keys)):
-        t = state[key].detach().double()
-        total += (i + 1) * (t.sum().item() + 0.5 * t.abs().sum().item())
-    return total
+def _check_settings(hp: Any) -> None:
+    """Refuse numeric settings that would train on nothing or on NaN (e.g. ``group_size: 0``)."""
+    for name in ("group_size", "ppo_epochs", "minibatches"):
+        check_number(name, hp[name], minimum=1, integer=True)
+    check_number("micro_batch_size", hp.micro_batch_size, minimum=1, integer=True, allow_none=True)
+    check_number("temperature", hp.temperature, above=0)
+    check_number("lr", hp.lr, minimum=0)
+    check_number("weight_decay", hp.weight_decay, minimum=0)
+    check_number("max_grad_norm", hp.max_grad_norm, above=0, allow_none=True)
+    if not hp.eval_ks:
+        raise ConfigError("eval_ks is empty: give at least one cutoff")
+    for k in hp.eval_ks:
+        check_number("eval_ks", k, minimum=1, integer=True)

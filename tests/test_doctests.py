@@ -18,6 +18,7 @@ PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 MODULES_WITH_EXAMPLES = [
     "flexrec.types",
+    "flexrec.errors",
     "flexrec.metrics",
     "flexrec.registry",
     "flexrec.rewards.functional",

@@ -6,7 +6,10 @@ Usage::
     flexrec-bench report DIR
 
 Every cell is validated before any runs; a bad cell fails with one line naming it (exit 2). Runs
-are resumable: a rerun skips finished runs. Failed runs exit with status 1.
+are resumable: a rerun skips finished runs. Failed runs exit with status 1; an output folder in use
+by another runner, or one that cannot be written, exits with status 2; SIGINT or SIGTERM stops the
+runs and exits with status 130. On a terminal a progress bar shows the runs; otherwise (CI logs)
+one line is printed per finished run.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from flexrec.cli import run_guarded
 
@@ -38,12 +42,9 @@ def _report(argv: list[str]) -> int:
 
 
 def _run(argv: list[str]) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from flexrec.benchmark.grid import load_grid
     from flexrec.benchmark.report import write_report
-    from flexrec.benchmark.runner import plan, run_grid, validate_grid
-    from flexrec.errors import FlexRecError
+    from flexrec.benchmark.runner import GridRunError, Run, plan, run_grid, validate_grid
 
     parser = argparse.ArgumentParser(
         prog="flexrec-bench",
@@ -67,21 +68,44 @@ def _run(argv: list[str]) -> int:
             f"{args.grid}: {checked} cells × {len(grid.seeds)} seeds = {len(runs)} runs, all valid"
         )
         return 0
+    try:
+        if sys.stdout.isatty():
+            done, skipped = _run_with_bar(grid, out, args.filter, args.jobs)
+        else:
+            todo = sum(not r.result_path.exists() for r in runs)
+            print(f"{len(runs)} runs, {len(runs) - todo} already finished", flush=True)
+            finished = [len(runs) - todo]
+
+            def line(run: Run, error: str | None) -> None:
+                finished[0] += 1
+                status = "done" if error is None else f"FAILED: {error}"
+                print(
+                    f"[{finished[0]}/{len(runs)}] {run.cell.name} seed {run.seed}: {status}",
+                    flush=True,
+                )
+
+            done, skipped = run_grid(grid, out, args.filter, args.jobs, on_finish=line)
+    except GridRunError as exc:
+        print(f"flexrec-bench: {exc}", file=sys.stderr)
+        return 1
+    report = write_report(out, grid.reference, title=f"flexrec-bench: {args.grid}")
+    print(f"{done} runs done, {skipped} already finished; report: {report}")
+    return 0
+
+
+def _run_with_bar(grid: Any, out: Path, pattern: str | None, jobs: int) -> tuple[int, int]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from flexrec.benchmark.runner import run_grid
+
     columns = (
         *Progress.get_default_columns()[:1],
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    try:
-        with Progress(*columns) as progress:
-            done, skipped = run_grid(grid, out, args.filter, args.jobs, progress)
-    except FlexRecError as exc:
-        print(f"flexrec-bench: {exc}", file=sys.stderr)
-        return 1
-    report = write_report(out, grid.reference, title=f"flexrec-bench: {args.grid}")
-    print(f"{done} runs done, {skipped} already finished; report: {report}")
-    return 0
+    with Progress(*columns) as progress:
+        return run_grid(grid, out, pattern, jobs, progress)
 
 
 def _main(argv: list[str]) -> int:

@@ -22,7 +22,10 @@ A grid YAML::
 
 Each axis value replaces the whole node at its dotted key (``OmegaConf.update(merge=False)``).
 A cell's name joins its axis labels with ``+``; a label is the value's ``name`` (plus its ``args``,
-if any), or the value itself. An axis given as a mapping instead of a list is a *bundle* axis: each
+if any), the last component of a path (``/data/ml-100k`` → ``ml-100k``), or the value itself.
+Cell names become folder names: they may hold letters, digits and ``_ . , + = ( ) @ : -`` only,
+must not start with ``.`` and are at most 200 characters (see :data:`CELL_NAME`); seeds are
+distinct integers in ``[0, 2**32)``. An axis given as a mapping instead of a list is a *bundle* axis: each
 entry is a label and the overrides (dotted key → value) that the label stands for::
 
     axes:
@@ -40,16 +43,23 @@ runner runs it after that run (:attr:`Grid.waves`).
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, cast
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from flexrec.cli import yaml_error
 from flexrec.errors import ConfigError
 from flexrec.run_record import RECORDED_COMMANDS
 
-__all__ = ["Cell", "Grid", "label", "load_grid"]
+__all__ = ["CELL_NAME", "Cell", "Grid", "label", "load_grid"]
+
+CELL_NAME = re.compile(r"(?!\.)[A-Za-z0-9_.,+=()@:-]{1,200}")
+"""What a cell name must match: it becomes a folder name under the output folder, so no path
+separator, no ``..`` or hidden name and no character a shell or file system treats specially."""
 
 
 def label(value: Any) -> str:
@@ -60,6 +70,8 @@ def label(value: Any) -> str:
         'grpo(scale=none)'
         >>> label(["maximize_interest", "trend_promotion"])
         'maximize_interest,trend_promotion'
+        >>> label("/data/movielens/ml-100k/")
+        'ml-100k'
     """
     if isinstance(value, dict) and "name" in value:
         args = value.get("args") or {}
@@ -69,6 +81,8 @@ def label(value: Any) -> str:
         return ",".join(label(v) for v in value)
     if isinstance(value, dict):
         return ",".join(f"{k}={label(v)}" for k, v in sorted(value.items()))
+    if isinstance(value, str) and ("/" in value or "\\" in value):
+        return PurePath(value.replace("\\", "/")).name or value  # a path: its last component
     return str(value)
 
 
@@ -139,6 +153,21 @@ def _commands(value: Any, where: str) -> tuple[str, ...]:
     return commands
 
 
+def _seeds(value: Any, path: Path) -> list[int]:
+    """The grid's seeds: a non-empty list of distinct integers in ``[0, 2**32)``."""
+    ok = isinstance(value, list) and bool(value)
+    ok = ok and all(
+        isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in value
+    )
+    if not ok:
+        raise ConfigError(
+            f"{path}: seeds must be a non-empty list of integers in [0, 2**32), got {value!r}"
+        )
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{path}: seeds must be distinct, got {value}")
+    return list(value)
+
+
 def _check_init_from(path: Path, cells: list[Cell]) -> None:
     """Every ``init_from`` names another fitting cell, and the links form no cycle."""
     by_name = {c.name: c for c in cells}
@@ -170,6 +199,8 @@ def load_grid(path: str | Path) -> Grid:
         raise ConfigError(f"grid file not found: {path}")
     try:
         raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except yaml.YAMLError as exc:
+        raise yaml_error(str(path), exc) from exc
     except Exception as exc:
         raise ConfigError(f"{path}: not a valid YAML grid: {' '.join(str(exc).split())}") from exc
     if not isinstance(raw, dict) or "base" not in raw:
@@ -177,11 +208,16 @@ def load_grid(path: str | Path) -> Grid:
     unknown = sorted(set(raw) - {"base", "seeds", "commands", "set", "axes", "cells", "reference"})
     if unknown:
         raise ConfigError(f"{path}: unknown grid keys {unknown}")
+    for key in ("set", "axes", "cells"):
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise ConfigError(f"{path}: {key!r} must be a mapping, got {raw[key]!r}")
     base_path = (path.parent / raw["base"]).resolve()
     if not base_path.is_file():
         raise ConfigError(f"{path}: base config not found: {base_path}")
     try:
         base = OmegaConf.load(base_path)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: base config {yaml_error(str(base_path), exc)}") from exc
     except Exception as exc:
         raise ConfigError(
             f"{path}: base config {base_path} is not valid YAML: {' '.join(str(exc).split())}"
@@ -190,7 +226,7 @@ def load_grid(path: str | Path) -> Grid:
         raise ConfigError(f"{path}: base config {base_path} is not a mapping")
     for key, value in (raw.get("set") or {}).items():
         OmegaConf.update(base, key, value, merge=False)
-    seeds = [int(s) for s in raw.get("seeds", [0])]
+    seeds = _seeds(raw.get("seeds", [0]), path)
     commands = _commands(raw.get("commands", ["fit", "test"]), str(path))
     axes: list[list[tuple[str, dict[str, Any]]]] = []
     for key, values in (raw.get("axes") or {}).items():
@@ -223,6 +259,13 @@ def load_grid(path: str | Path) -> Grid:
         init_from = None if spec.get("init_from") is None else str(spec["init_from"])
         cells.append(Cell(str(name), dict(spec.get("set") or {}), cell_commands, init_from))
     names = [c.name for c in cells]
+    for name in names:
+        if not CELL_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{path}: cell name {name!r} cannot be a folder name: use at most 200 of "
+                "A-Z a-z 0-9 _ . , + = ( ) @ : - (not starting with '.'); label such axis values "
+                "with a bundle axis (a mapping of labels to overrides)"
+            )
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"{path}: duplicate cell names {duplicates}")

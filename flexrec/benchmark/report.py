@@ -28,9 +28,11 @@ import csv
 import json
 import os
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from flexrec.benchmark.curves import curve_auc, curve_points, mean_curve
 from flexrec.benchmark.grid import label
@@ -236,7 +238,7 @@ def _plots(
             ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
             name = f"curve_{metric}_{need}.png".replace("@", "at")
             fig.tight_layout()
-            fig.savefig(out / name, dpi=110)
+            _savefig(fig, out / name)
             plt.close(fig)
             written.append(name)
     split = "test" if any(r.split == "test" for r in rows) else "val"
@@ -277,7 +279,7 @@ def _bars(plt: Any, picked: list[Summary], split: str, out: Path) -> str:
     fig.suptitle(f"{split} NDCG@5 per need (mean ± s.e. over seeds; grey: references)", fontsize=9)
     fig.tight_layout()
     name = "bars_ndcgat5.png"
-    fig.savefig(out / name, dpi=110)
+    _savefig(fig, out / name)
     plt.close(fig)
     return name
 
@@ -316,7 +318,7 @@ def _paired_bars(plt: Any, picked: list[PairedSummary], split: str, out: Path) -
     )
     fig.tight_layout()
     name = "paired_ndcgat5.png"
-    fig.savefig(out / name, dpi=110)
+    _savefig(fig, out / name)
     plt.close(fig)
     return name
 
@@ -359,8 +361,23 @@ def auc_summaries(results: list[dict[str, Any]], reference: str | None = None) -
     return rows
 
 
+@contextmanager
+def _replacing(path: Path, newline: str | None = None) -> Iterator[TextIO]:
+    """Write ``path`` through a temporary file renamed into place (readers never see half)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", newline=newline) as handle:
+        yield handle
+    os.replace(tmp, path)
+
+
+def _savefig(fig: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+
+
 def _write_csv(path: Path, rows: list[Summary]) -> None:
-    with path.open("w", newline="") as handle:
+    with _replacing(path, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["cell", "split", "metric", "need", "mean", "se", "n", "relative_change"])
         for r in rows:
@@ -378,7 +395,7 @@ PAIRED_COLUMNS = (
 
 
 def _write_paired_csv(path: Path, rows: list[PairedSummary], reference: str) -> None:
-    with path.open("w", newline="") as handle:
+    with _replacing(path, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(PAIRED_COLUMNS)
         for p in rows:
@@ -465,7 +482,6 @@ def write_report(out: Path, reference: str | None = None, title: str = "flexrec-
         lines += _paired_section(paired, differ, reference)
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots]
     path = out / "report.md"
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    with _replacing(path) as handle:
+        handle.write("\n".join(lines) + "\n")
     return path

@@ -11,6 +11,12 @@ Layout under the output folder::
 A run counts as finished only when its result file exists, so a killed grid leaves no partial
 result; rerunning skips finished runs and restarts unfinished ones from scratch.
 
+Safety: one runner at a time per output folder (a lock on ``OUT/.lock``; a second runner fails at
+once with :class:`~flexrec.errors.OutputError`); the runner deletes nothing outside ``OUT/runs``
+(cell names are checked when the grid is loaded, and every run folder again before it is cleared);
+SIGINT or SIGTERM stops the runner and kills its training processes (each in its own process group),
+and SIGKILL kills them too (:mod:`flexrec.benchmark.child`).
+
 Validation schedule: a cell that runs ``fit`` validates at least :data:`VALIDATION_POINTS` times,
 evenly over its training batches and once more after the last one
 (:class:`flexrec.lightning_cli.ValidationPoints`, added to its trainer's callbacks), unless its
@@ -23,14 +29,17 @@ can limit it with ``trainer.limit_val_batches`` or set its own interval).
 from __future__ import annotations
 
 import csv
-import inspect
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -39,13 +48,28 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from flexrec.benchmark.child import PARENT_ENV
 from flexrec.benchmark.grid import Cell, Grid
-from flexrec.errors import ConfigError, FlexRecError
-from flexrec.plugin.manager import load_plugins
-from flexrec.registry import registries
+from flexrec.benchmark.validate import validate_grid
+from flexrec.errors import FlexRecError, OutputError
 from flexrec.run_record import RUN_RECORD, task_metrics_file, write_json_atomic
-from flexrec.types import DataInfo
 
-__all__ = ["VALIDATION_POINTS", "Run", "plan", "run_grid", "validate_grid"]
+__all__ = [
+    "LOCK_FILE",
+    "VALIDATION_POINTS",
+    "GridRunError",
+    "Run",
+    "output_lock",
+    "plan",
+    "run_grid",
+    "validate_grid",
+]
+
+LOCK_FILE = ".lock"
+"""The lock file in the output folder (holds the pid of the runner that has it)."""
+
+
+class GridRunError(FlexRecError):
+    """Some runs of a grid failed (the command exits with status 1, not 2: the grid was valid)."""
+
 
 VALIDATION_POINTS = 10
 """The least number of validations of a fit in a grid (see the module docstring)."""
@@ -84,70 +108,40 @@ def plan(grid: Grid, out: Path, pattern: str | None = None) -> list[Run]:
     return [Run(cell, seed, out) for cell in grid.select(pattern) for seed in grid.seeds]
 
 
-def _module_defaults() -> dict[str, Any]:
-    """``FlexRecModule``'s constructor defaults: what a cell gets for the model keys it omits."""
-    from flexrec.module import FlexRecModule
+class _Children:
+    """The runner's training processes, so that a signal can stop them all (thread-safe)."""
 
-    return {
-        name: p.default
-        for name, p in inspect.signature(FlexRecModule).parameters.items()
-        if p.default is not p.empty
-    }
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._procs: set[subprocess.Popen[bytes]] = set()
+        self.stopping = False
 
-
-def _data_context() -> dict[str, Any]:
-    """The names of the data facts a policy receives at build time (values unknown before the
-    data is loaded, so only their presence counts when checking a policy spec)."""
-    return dict.fromkeys(DataInfo(num_items=0, num_users=0, num_features=0, needs=()).context())
-
-
-def _validate_cell(grid: Grid, cell: Cell) -> None:
-    cfg = OmegaConf.to_container(cell.config(grid.base, grid.seeds[0], Path("unused")))
-    assert isinstance(cfg, dict)
-    defaults = _module_defaults()
-    given = cfg.get("model") or {}
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise ConfigError(f"unknown model argument {unknown[0]!r}; valid: {', '.join(defaults)}")
-    model = {**defaults, **given}
-    load_plugins(model["plugins"] or [])
-    # Build what is cheap to build, so bad argument values fail here too; policies need the
-    # data's facts (and may load an LLM), so only their names and arguments are checked.
-    registries.reward.build(model["reward"])
-    registries.estimator.build(model["estimator"])
-    coefficients = ("clip_low", "clip_high", "kl_coef", "entropy_coef")
-    registries.objective.build(model["objective"], **{k: model[k] for k in coefficients})
-    if model["feedback"] is not None:
-        registries.feedback.build(model["feedback"])
-    registries.policy.check(model["policy"], **_data_context())
-    data = (cfg.get("data") or {}).get("init_args") or {}
-    for need in data.get("needs") or []:
-        registries.need.build(need)
-
-
-def validate_grid(grid: Grid, pattern: str | None = None) -> int:
-    """Check every selected cell before anything runs (no data, no training).
-
-    The model's arguments must be ``FlexRecModule``'s; its reward, estimator and feedback model and
-    the data's needs are built; the policy's spec is checked by :meth:`Registry.check
-    <flexrec.registry.Registry.check>` (it is built only with the data, which may mean loading an
-    LLM).
-
-    Returns:
-        the number of cells checked.
-
-    Raises:
-        ConfigError: the first bad cell, named in the one-line message.
-    """
-    cells = grid.select(pattern)
-    if not cells:
-        raise ConfigError(f"no cell of {grid.path} matches filter {pattern!r}")
-    for cell in cells:
+    def run(self, cmd: list[str], **kwargs: Any) -> int:
+        """Run ``cmd`` in a new process group to its end; -SIGKILL once :meth:`stop` was called."""
+        with self._lock:
+            if self.stopping:
+                return -signal.SIGKILL
+            # its own process group: the runner decides when its runs stop (a terminal's Ctrl-C
+            # reaches the runner only), and stopping a run kills whatever the run started too
+            proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
+            self._procs.add(proc)
         try:
-            _validate_cell(grid, cell)
-        except FlexRecError as exc:
-            raise ConfigError(f"cell {cell.name!r}: {exc}") from exc
-    return len(cells)
+            return proc.wait()
+        finally:
+            with self._lock:
+                self._procs.discard(proc)
+
+    def stop(self) -> None:
+        """Start no more processes and SIGKILL the process group of every running one."""
+        with self._lock:
+            self.stopping = True
+            procs = list(self._procs)
+        for proc in procs:
+            with suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+_children = _Children()
 
 
 def _flexrec(args: list[str], log: Path, threads: int) -> None:
@@ -160,15 +154,14 @@ def _flexrec(args: list[str], log: Path, threads: int) -> None:
         PARENT_ENV: str(os.getpid()),
     }
     with log.open("a") as handle:
-        proc = subprocess.run(
+        returncode = _children.run(
             [sys.executable, "-m", "flexrec.benchmark.child", *args],
             stdout=handle,
             stderr=subprocess.STDOUT,
             env=env,
-            check=False,
         )
-    if proc.returncode != 0:
-        raise RuntimeError(f"`flexrec {' '.join(args[:1])}` exited {proc.returncode}; see {log}")
+    if returncode != 0:
+        raise RuntimeError(f"`flexrec {' '.join(args[:1])}` exited {returncode}; see {log}")
 
 
 def with_validation_points(cfg: DictConfig, commands: tuple[str, ...]) -> DictConfig:
@@ -260,6 +253,7 @@ def execute(run: Run, threads: int = 1) -> dict[str, Any]:
     the last checkpoint of that cell's ``fit`` of the same seed (a ``RuntimeError`` if it has
     none yet).
     """
+    _check_inside(run)
     if run.run_dir.exists():
         shutil.rmtree(run.run_dir)  # leftovers of a killed attempt
     run.run_dir.mkdir(parents=True)
@@ -301,6 +295,73 @@ def execute(run: Run, threads: int = 1) -> dict[str, Any]:
     return result
 
 
+def _check_inside(run: Run) -> None:
+    """Refuse a run whose folders are not strictly inside the output folder's ``runs`` and
+    ``results`` (a symbolic link on the way, or a cell name that slipped past the grid's check):
+    the runner clears a run's folder before running it."""
+    for path, parent in ((run.run_dir, "runs"), (run.result_path.parent, "results")):
+        root = (run.out / parent).resolve()
+        target = path.resolve()
+        if target == root or not target.is_relative_to(root) or path.is_symlink():
+            raise OutputError(f"run folder {path} is not inside {root}: refusing to write there")
+
+
+def _copy_atomic(source: Path, target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+@contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Hold the lock of the output folder ``out`` (created if needed) while the block runs.
+
+    Raises:
+        OutputError: another process holds it (its pid is named).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    if sys.platform == "win32":  # pragma: no cover - no flock there
+        yield
+        return
+    import fcntl
+
+    with (out / LOCK_FILE).open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise OutputError(
+                f"{out} is in use by another flexrec-bench (pid {holder}); wait for it to end "
+                "or choose another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield  # closing the file releases the lock
+
+
+@contextmanager
+def _stop_children_on_signals() -> Iterator[None]:
+    """While the block runs, SIGINT and SIGTERM kill the running training processes, start no
+    more and raise ``KeyboardInterrupt`` in the main thread (only there can handlers be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        _children.stop()
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _fit_checkpoint(run: Run) -> Path:
     """The last checkpoint of the ``fit`` of the cell ``run`` starts from, for the same seed."""
     assert run.cell.init_from is not None
@@ -322,38 +383,72 @@ def run_grid(
     pattern: str | None = None,
     jobs: int = 1,
     progress: Any = None,
+    on_finish: Callable[[Run, str | None], None] | None = None,
 ) -> tuple[int, int]:
-    """Run every unfinished run of the selected cells.
+    """Run every unfinished run of the selected cells, holding the output folder's lock.
+
+    Args:
+        grid: the grid.
+        out: the output folder.
+        pattern: only cells whose name contains this.
+        jobs: runs in parallel.
+        progress: a ``rich.progress.Progress`` to advance after each run, or None.
+        on_finish: called after each run with the run and None, or the reason it failed (one
+            call at a time).
 
     Returns:
         ``(runs executed, runs skipped because already finished)``.
+
+    Raises:
+        OutputError: another runner holds the output folder, or a run folder is not inside it.
+        GridRunError: some runs failed (the others are finished).
+        KeyboardInterrupt: SIGINT or SIGTERM (the running training processes are killed).
     """
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(grid.path, out / "grid.yaml")
-    OmegaConf.save(grid.base, out / "base.yaml")
-    write_json_atomic(out / "grid-meta.json", {"grid": str(grid.path), "reference": grid.reference})
     runs = plan(grid, out, pattern)
-    todo = [r for r in runs if not r.result_path.exists()]
-    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
-    task = (
-        progress.add_task("grid", total=len(runs), completed=len(runs) - len(todo))
-        if progress
-        else None
-    )
-    failures: list[str] = []
+    _children.stopping = False
+    with output_lock(out), _stop_children_on_signals():
+        for run in runs:
+            _check_inside(run)
+        _copy_atomic(grid.path, out / "grid.yaml")
+        tmp = out / f".base.yaml.{os.getpid()}.tmp"
+        OmegaConf.save(grid.base, tmp)
+        os.replace(tmp, out / "base.yaml")
+        meta = {"grid": str(grid.path), "reference": grid.reference}
+        write_json_atomic(out / "grid-meta.json", meta)
+        todo = [r for r in runs if not r.result_path.exists()]
+        threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+        task = (
+            progress.add_task("grid", total=len(runs), completed=len(runs) - len(todo))
+            if progress
+            else None
+        )
+        failures: list[str] = []
+        reporting = threading.Lock()
 
-    def one(run: Run) -> None:
-        try:
-            execute(run, threads)
-        except RuntimeError as exc:
-            failures.append(f"{run.cell.name} seed {run.seed}: {exc}")
-        if progress is not None:
-            progress.advance(task)
+        def one(run: Run) -> None:
+            if _children.stopping:
+                return
+            error = None
+            try:
+                execute(run, threads)
+            except RuntimeError as exc:
+                error = str(exc)
+                failures.append(f"{run.cell.name} seed {run.seed}: {exc}")
+            if _children.stopping:
+                return
+            with reporting:  # one report at a time, in the order the runs finish
+                if progress is not None:
+                    progress.advance(task)
+                if on_finish is not None:
+                    on_finish(run, error)
 
-    # cells that start from another cell's checkpoint run after it (one wave per init_from depth)
-    for depth in sorted({grid.depth(r.cell) for r in todo}):
-        with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
-            list(pool.map(one, [r for r in todo if grid.depth(r.cell) == depth]))
+        # cells that start from another cell's checkpoint run after it (one wave per depth)
+        for depth in sorted({grid.depth(r.cell) for r in todo}):
+            pool = ThreadPoolExecutor(max_workers=max(jobs, 1))
+            try:
+                list(pool.map(one, [r for r in todo if grid.depth(r.cell) == depth]))
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
     if failures:
-        raise FlexRecError(f"{len(failures)} run(s) failed; first: {failures[0]}")
+        raise GridRunError(f"{len(failures)} run(s) failed; first: {failures[0]}")
     return len(todo), len(runs) - len(todo)

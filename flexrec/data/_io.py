@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import io
+import lzma
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -45,8 +48,9 @@ def read_table(
     ``'::'`` files (MovieLens 1M) are read by the fast C parser after rewriting the separator.
 
     Raises:
-        DataError: empty file, no rows, wrong number of columns, missing column or unparsable row;
-            the message names the file (and the line where known).
+        DataError: empty, unreadable or truncated (compressed) file, no rows, wrong number of
+            columns, missing column or unparsable row; the message names the file (and the line
+            where known).
     """
     label = path.name
     try:
@@ -75,6 +79,12 @@ def read_table(
         raise DataError(f"{label}: {detail}") from exc
     except UnicodeDecodeError as exc:
         raise DataError(f"{label}: not {encoding} text ({exc.reason})") from exc
+    except (EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError) as exc:
+        # a truncated or corrupt compressed file (e.g. an interrupted download of ratings.csv.gz)
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise DataError(f"{path}: truncated or corrupt compressed file ({detail})") from exc
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     if frame.empty:
         raise DataError(f"{label}: no data rows")
     what = _SEP_NAMES.get(sep, repr(sep))

@@ -14,9 +14,10 @@ from torch.utils.data import DataLoader
 from flexrec.data.dataset import InteractionData
 from flexrec.data.features import FEATURE_NAMES
 from flexrec.data.feedback import FeedbackData
-from flexrec.data.loaders import load_dataset
+from flexrec.data.loaders import DATASETS, load_dataset
 from flexrec.data.sampler import EpochShuffleSampler
-from flexrec.data.tasks import TaskSet, build_tasks
+from flexrec.data.tasks import EVAL_INSTRUCTIONS, TaskSet, build_tasks
+from flexrec.errors import ConfigError, DataError, check_number
 from flexrec.needs.base import TEXT_STYLES, ItemStats, Need
 from flexrec.registry import registries
 from flexrec.types import DataInfo, RankingBatch
@@ -151,9 +152,8 @@ class FlexRecDataModule(L.LightningDataModule):
         num_workers: int = 0,
     ) -> None:
         super().__init__()
-        if text_style not in TEXT_STYLES:
-            raise ValueError(f"text_style must be one of {TEXT_STYLES}, got {text_style!r}")
         self.save_hyperparameters()
+        _check_settings(self.hparams)
         self.data: InteractionData | None = None
         self.needs: list[Need] = []
         self.train_needs: tuple[str, ...] = ()
@@ -173,10 +173,8 @@ class FlexRecDataModule(L.LightningDataModule):
         )
         for key, group in (("needs", train), ("eval_needs", evaluated)):
             names = [n.name for n in group]
-            if not names:
-                raise ValueError(f"{key} is empty: name at least one need")
             if len(set(names)) != len(names):
-                raise ValueError(f"{key} must be distinct, got {names}")
+                raise ConfigError(f"{key} must be distinct, got {names}")
         train_names = {n.name for n in train}
         self.needs = [
             need.bind(self.data.scale, self.data.trend_window, hp.text_style)
@@ -194,6 +192,7 @@ class FlexRecDataModule(L.LightningDataModule):
             hp.seed,
             eval_instructions=hp.eval_instructions,
         )
+        _check_tasks(tasks, self.data, hp)
         self.tasks = tasks
 
     @property
@@ -263,3 +262,46 @@ class FlexRecDataModule(L.LightningDataModule):
         self.setup()
         assert self.data is not None
         return FeedbackData.from_tasks(self.data, self.tasks["train"], self.needs)
+
+
+def _check_settings(hp: Any) -> None:
+    """Refuse settings that cannot give batches, before any data is read; an unknown dataset
+    name that is not a path either fails here too."""
+    check_number("history_len", hp.history_len, minimum=0, integer=True)
+    check_number("num_candidates", hp.num_candidates, minimum=2, integer=True)
+    check_number("train_cuts_per_user", hp.train_cuts_per_user, minimum=1, integer=True)
+    check_number("batch_size", hp.batch_size, minimum=1, integer=True)
+    check_number("eval_batch_size", hp.eval_batch_size, minimum=1, integer=True, allow_none=True)
+    check_number("max_train_tasks", hp.max_train_tasks, minimum=1, integer=True, allow_none=True)
+    check_number("max_eval_tasks", hp.max_eval_tasks, minimum=1, integer=True, allow_none=True)
+    check_number("sparse_p", hp.sparse_p, above=0, maximum=1, allow_none=True)
+    check_number("num_workers", hp.num_workers, minimum=0, integer=True)
+    if hp.text_style not in TEXT_STYLES:
+        raise ConfigError(f"text_style must be one of {TEXT_STYLES}, got {hp.text_style!r}")
+    if hp.eval_instructions not in EVAL_INSTRUCTIONS:
+        raise ConfigError(
+            f"eval_instructions must be one of {list(EVAL_INSTRUCTIONS)}, "
+            f"got {hp.eval_instructions!r}"
+        )
+    for key in ("needs", "eval_needs"):
+        if hp[key] is not None and len(hp[key]) == 0:
+            raise ConfigError(f"{key} is empty: name at least one need")
+    name = str(hp.dataset)
+    if name not in DATASETS and not Path(name).exists():
+        raise DataError(
+            f"unknown dataset {name!r}: not a file or folder; valid names: {', '.join(DATASETS)}"
+        )
+
+
+def _check_tasks(tasks: dict[str, TaskSet], data: InteractionData, hp: Any) -> None:
+    """Every split has tasks: a user gives tasks only with ``num_candidates`` interactions after
+    a history, so a large ``num_candidates`` leaves none (and training would silently do
+    nothing)."""
+    for split, taskset in tasks.items():
+        if len(taskset) == 0:
+            most = int(np.diff(data.user_offsets).max(initial=0))
+            raise ConfigError(
+                f"no {split} tasks: num_candidates={hp.num_candidates} needs users with at least "
+                f"{hp.num_candidates + 1} interactions (the most any user of {data.name} has is "
+                f"{most}); lower num_candidates"
+            )

@@ -188,6 +188,9 @@ def call_per_plugin(hook: str) -> list[tuple[str, object]]:
 
     Returns:
         ``(plugin name, result)`` pairs; plug-ins returning None are left out.
+
+    Raises:
+        PluginError: a plug-in's hook raised; the message names the plug-in and the hook.
     """
     pm = get_plugin_manager()
     impls = getattr(pm.hook, hook).get_hookimpls()
@@ -195,7 +198,15 @@ def call_per_plugin(hook: str) -> list[tuple[str, object]]:
     results = []
     for impl in impls:
         others = [p for p in plugins if p is not impl.plugin]
-        (result,) = pm.subset_hook_caller(hook, remove_plugins=others)() or [None]
+        try:
+            (result,) = pm.subset_hook_caller(hook, remove_plugins=others)() or [None]
+        except Exception as exc:
+            dist = _state.distributions.get(impl.plugin_name)
+            origin = f" (distribution {dist[0]} {dist[1]})" if dist else ""
+            raise PluginError(
+                f"plug-in {impl.plugin_name!r}{origin}: hook {hook} raised "
+                f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+            ) from exc
         if result is not None:
             results.append((impl.plugin_name, result))
     return results

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from flexrec.data.sampler import EpochShuffleSampler
+from flexrec.errors import ConfigError, check_number
 from flexrec.types import DataInfo, RankingBatch
 
 __all__ = ["SyntheticDataModule", "collate_tasks"]
@@ -76,6 +77,12 @@ class SyntheticDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        for name, low in (("num_train", 1), ("num_val", 1), ("num_candidates", 2)):
+            check_number(name, self.hparams[name], minimum=low, integer=True)
+        check_number("num_items", num_items, minimum=1, integer=True)
+        check_number("batch_size", batch_size, minimum=1, integer=True)
+        if not needs:
+            raise ConfigError("needs is empty: name at least one need")
         self.needs = tuple(needs)
         num_features = len(self.needs) + 1
         self.info = DataInfo(
