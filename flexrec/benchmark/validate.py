@@ -80,8 +80,9 @@ def _parse(command: str, cfg: dict[str, Any]) -> Any:
 
 
 def _validate_cell(grid: Grid, cell: Cell) -> None:
-    cfg = OmegaConf.to_container(cell.config(grid.base, grid.seeds[0], Path("unused")))
-    assert isinstance(cfg, dict)
+    raw = OmegaConf.to_container(cell.config(grid.base, grid.seeds[0], Path("unused")))
+    assert isinstance(raw, dict)
+    cfg: dict[str, Any] = {str(key): value for key, value in raw.items()}
     defaults = _module_defaults()
     given = cfg.get("model") or {}
     unknown = sorted(set(given) - set(defaults))
