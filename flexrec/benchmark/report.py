@@ -258,14 +258,7 @@ def _bars(plt: Any, picked: list[Summary], split: str, out: Path) -> str:
     cells = sorted(dict.fromkeys(r.cell for r in picked), key=lambda c: (c.startswith("["), c))
     needs = sorted({r.need for r in picked})
     by = {(r.cell, r.need): r for r in picked}
-    fig, axes = plt.subplots(
-        1,
-        len(needs),
-        figsize=(2.0 + 3.6 * len(needs), 1.0 + 0.28 * len(cells)),
-        sharey=True,
-        squeeze=False,
-    )
-    ys = list(range(len(cells)))[::-1]
+    fig, axes, ys = _need_panels(plt, needs, cells)
     colors = ["0.6" if c.startswith("[") else "tab:blue" for c in cells]
     for ax, need in zip(axes[0], needs, strict=True):
         ms = [by[(c, need)].mean if (c, need) in by else float("nan") for c in cells]
@@ -275,13 +268,8 @@ def _bars(plt: Any, picked: list[Summary], split: str, out: Path) -> str:
         ax.set_xlabel(f"{split} NDCG@5")
         ax.set_xlim(0, 1.02)
         ax.grid(axis="x", linewidth=0.4)
-    axes[0][0].set_yticks(ys, cells, fontsize=7)
-    fig.suptitle(f"{split} NDCG@5 per need (mean ± s.e. over seeds; grey: references)", fontsize=9)
-    fig.tight_layout()
-    name = "bars_ndcgat5.png"
-    _savefig(fig, out / name)
-    plt.close(fig)
-    return name
+    title = f"{split} NDCG@5 per need (mean ± s.e. over seeds; grey: references)"
+    return _finish_panels(plt, fig, axes, ys, cells, title, out / "bars_ndcgat5.png")
 
 
 def _paired_bars(plt: Any, picked: list[PairedSummary], split: str, out: Path) -> str:
@@ -290,14 +278,7 @@ def _paired_bars(plt: Any, picked: list[PairedSummary], split: str, out: Path) -
     cells = list(dict.fromkeys(p.cell for p in picked))
     needs = sorted({p.need for p in picked})
     by = {(p.cell, p.need): p.stats for p in picked}
-    fig, axes = plt.subplots(
-        1,
-        len(needs),
-        figsize=(2.0 + 3.6 * len(needs), 1.0 + 0.28 * len(cells)),
-        sharey=True,
-        squeeze=False,
-    )
-    ys = list(range(len(cells)))[::-1]
+    fig, axes, ys = _need_panels(plt, needs, cells)
     for ax, need in zip(axes[0], needs, strict=True):
         for y, cell in zip(ys, cells, strict=True):
             st = by.get((cell, need))
@@ -310,17 +291,37 @@ def _paired_bars(plt: Any, picked: list[PairedSummary], split: str, out: Path) -
         ax.set_title(need, fontsize=9)
         ax.set_xlabel(f"{split} NDCG@5 − reference")
         ax.grid(axis="x", linewidth=0.4)
-    axes[0][0].set_yticks(ys, cells, fontsize=7)
-    fig.suptitle(
+    title = (
         f"{split} NDCG@5, paired difference to the reference (mean over seeds, 95 % bootstrap "
-        "interval over users; coloured: excludes 0)",
-        fontsize=9,
+        "interval over users; coloured: excludes 0)"
     )
+    return _finish_panels(plt, fig, axes, ys, cells, title, out / "paired_ndcgat5.png")
+
+
+def _need_panels(plt: Any, needs: list[str], cells: list[str]) -> tuple[Any, Any, list[int]]:
+    """A figure with one panel per need sharing the y axis (one row per cell, top to bottom);
+    returns the figure, its ``[1, len(needs)]`` axes and each cell's y position."""
+    fig, axes = plt.subplots(
+        1,
+        len(needs),
+        figsize=(2.0 + 3.6 * len(needs), 1.0 + 0.28 * len(cells)),
+        sharey=True,
+        squeeze=False,
+    )
+    return fig, axes, list(range(len(cells)))[::-1]
+
+
+def _finish_panels(
+    plt: Any, fig: Any, axes: Any, ys: list[int], cells: list[str], title: str, path: Path
+) -> str:
+    """Label the cells, title, save (atomically) and close a :func:`_need_panels` figure;
+    returns the file name."""
+    axes[0][0].set_yticks(ys, cells, fontsize=7)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    name = "paired_ndcgat5.png"
-    _savefig(fig, out / name)
+    _savefig(fig, path)
     plt.close(fig)
-    return name
+    return path.name
 
 
 def load_task_tables(

@@ -20,6 +20,7 @@ from flexrec.types import RankingBatch, Rollout
 __all__ = [
     "Policy",
     "StepLogProbs",
+    "at_least_float32",
     "choose",
     "decode_permutations",
     "masked_log_softmax",
@@ -30,6 +31,18 @@ __all__ = [
 
 StepLogProbs = Callable[[int, Tensor | None, Tensor], Tensor]
 """``(step, previous, placed) -> logprobs``: one step of :func:`decode_permutations`."""
+
+
+def at_least_float32(x: Tensor) -> Tensor:
+    """``x`` in float32 when its dtype is narrower (bf16/fp16 models); float64 stays float64.
+
+    Examples:
+        >>> at_least_float32(torch.ones(1, dtype=torch.bfloat16)).dtype
+        torch.float32
+        >>> at_least_float32(torch.ones(1, dtype=torch.float64)).dtype
+        torch.float64
+    """
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def masked_log_softmax(scores: Tensor, placed: Tensor) -> Tensor:

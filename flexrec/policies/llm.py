@@ -34,6 +34,7 @@ from flexrec.policies import trie_decoding as TD
 from flexrec.policies.base import (
     Policy,
     StepLogProbs,
+    at_least_float32,
     decode_permutations,
     masked_log_softmax,
     placed_before,
@@ -92,11 +93,6 @@ def load_causal_lm(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return lm, tokenizer
-
-
-def _at_least_float32(x: Tensor) -> Tensor:
-    """``x`` in float32 when its dtype is narrower (bf16/fp16 models); float64 stays float64."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 class LLMPolicy(Policy):
@@ -162,13 +158,13 @@ class LLMPolicy(Policy):
             raise ValueError(
                 f"identifier_mode must be one of {IDENTIFIER_MODES}, got {identifier_mode!r}"
             )
+        self.candidate_template = candidate_template_of(candidate_template)
         lm, self.tokenizer = load_causal_lm(model, gguf_file, dtype)
         self.identifiers = list(identifiers) if identifiers else None
         self.identifier_mode = identifier_mode
         self._paths: dict[int, tuple[list[str], list[list[int]]]] = {}
         self.answer_prefix = answer_prefix
         self.system_prompt = system_prompt
-        self.candidate_template = candidate_template_of(candidate_template)
         self.max_prompt_tokens = max_prompt_tokens
         self.reasoning_tokens = reasoning_tokens
         self.reasoning_prefix = reasoning_prefix
@@ -328,7 +324,7 @@ class LLMPolicy(Policy):
             steps.append(step.reshape(n, g, k, k))
         shape = (batch.batch_size, group_size, k)
         permutations = torch.cat(perms).reshape(shape)
-        step_logprobs = _at_least_float32(torch.cat(steps)).reshape(*shape, k)
+        step_logprobs = at_least_float32(torch.cat(steps)).reshape(*shape, k)
         return rollout_from_steps(permutations, step_logprobs, reasoning)
 
     def _teacher_forced(
@@ -358,7 +354,7 @@ class LLMPolicy(Policy):
                 state = state.repeat(g)
                 forced = TD.teacher_forced_steps(lm, decoder, state, trie, perms.reshape(n * g, k))
                 steps.append(forced.reshape(n, g, k, k))
-        step_logprobs = _at_least_float32(torch.cat(steps)).reshape(b, group_size, k, k)
+        step_logprobs = at_least_float32(torch.cat(steps)).reshape(b, group_size, k, k)
         if trie is None:  # scores so far
             step_logprobs = masked_log_softmax(step_logprobs, placed_before(permutations))
         return placed_order_logprobs(step_logprobs, permutations), step_logprobs

@@ -27,6 +27,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from flexrec.policies.base import at_least_float32
+
 __all__ = ["IdentifierTrie", "additive_mask"]
 
 
@@ -142,7 +144,7 @@ class IdentifierTrie:
             ``[..., K]`` log-probabilities summing (in probability) to 1 over the remaining
             candidates; ``-inf`` for placed ones.
         """
-        edge_scores = edge_scores.to(torch.promote_types(edge_scores.dtype, torch.float32))
+        edge_scores = at_least_float32(edge_scores)
         alive = ((~placed).float() @ self.on_path.float()) > 0  # [..., V]
         num_inner = self.num_inner + 1
         member = alive.unsqueeze(-1) & (
