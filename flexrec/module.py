@@ -82,7 +82,8 @@ class FlexRecModule(L.LightningModule):
         plugins: extra plug-in modules to load before building components.
         init_from: a checkpoint of another run (any objective, e.g. ``listmle``) whose policy
             weights this run starts from (warm start), without its optimiser state or step
-            count. Loaded when fitting starts, unless the fit resumes from its own checkpoint.
+            count. Loaded when fitting starts, unless the fit resumes from its own checkpoint;
+            ``validate``/``test``/``predict`` without a ``ckpt_path`` evaluate it too.
         data_info: the data module's :class:`~flexrec.types.DataInfo` (as a dict). The CLI links
             it from ``data.info`` so the policy is built, and its arguments checked, before any
             training starts; without it the policy is built in :meth:`setup` from the trainer's
@@ -173,6 +174,10 @@ class FlexRecModule(L.LightningModule):
             self._build(datamodule.info)
         if datamodule is not None:
             self.policy.prepare(datamodule)
+        if stage != "fit" and self.hparams.init_from and not self.trainer.ckpt_path:
+            # validate/test/predict without a checkpoint of this run evaluate the model the run
+            # starts from (e.g. a warm-start cell's 0-task point), not the bare base model
+            self.load_policy_weights(self.hparams.init_from)
 
     # ------------------------------------------------------------------ checkpoints
     def _rebuilt_keys(self) -> list[str]:

@@ -64,9 +64,14 @@ def _run(argv: list[str]) -> int:
     out = args.out or Path("benchmarks") / "results" / args.grid.stem
     runs = plan(grid, out, args.filter)
     if args.dry_run:
-        print(
-            f"{args.grid}: {checked} cells × {len(grid.seeds)} seeds = {len(runs)} runs, all valid"
-        )
+        if len(runs) == checked * len(grid.seeds):
+            print(
+                f"{args.grid}: {checked} cells × {len(grid.seeds)} seeds = {len(runs)} runs, all valid"
+            )
+        else:  # some cells run a subset of the seeds
+            print(
+                f"{args.grid}: {checked} cells, {len(runs)} runs over seeds {grid.seeds}, all valid"
+            )
         return 0
     try:
         if sys.stdout.isatty():

@@ -18,6 +18,7 @@ A grid YAML::
         set: {model.objective: listmle}
       supervised_then_rl:                 # warm start: fit from the `supervised` cell's fit
         init_from: supervised             # checkpoint of the same seed (model.init_from)
+        seeds: [0, 1]                     # a cell may run a subset of the grid's seeds
     reference: swap+ua_grpo               # relative changes in the report are against this cell
 
 Each axis value replaces the whole node at its dotted key (``OmegaConf.update(merge=False)``).
@@ -37,7 +38,9 @@ entry is a label and the overrides (dotted key → value) that the label stands 
 
 An extra cell with ``init_from: OTHER`` starts its ``fit`` from the last checkpoint of cell
 ``OTHER``'s ``fit`` of the same seed (``model.init_from``, e.g. RL after a supervised fit); the
-runner runs it after that run (:attr:`Grid.waves`).
+runner runs it after that run (:attr:`Grid.waves`). An extra cell may run a subset of the grid's
+seeds (``seeds: [0, 1]``, e.g. an expensive learning-curve cell); a cell it starts from must run
+those seeds too. Paired differences against the reference use the seeds both cells ran.
 """
 
 from __future__ import annotations
@@ -96,12 +99,14 @@ class Cell:
         commands: flexrec subcommands to run, in order.
         init_from: the cell whose ``fit`` checkpoint (same seed) this cell's ``fit`` starts
             from, or None.
+        seeds: the seeds this cell runs, a subset of the grid's (None: all of them).
     """
 
     name: str
     overrides: dict[str, Any]
     commands: tuple[str, ...]
     init_from: str | None = None
+    seeds: tuple[int, ...] | None = None
 
     def config(self, base: DictConfig, seed: int, run_dir: Path) -> DictConfig:
         """The resolved config of this cell for one seed, writing under ``run_dir``."""
@@ -128,6 +133,10 @@ class Grid:
     cells: list[Cell]
     reference: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def seeds_of(self, cell: Cell) -> list[int]:
+        """The seeds ``cell`` runs: its own subset, or the grid's seeds."""
+        return self.seeds if cell.seeds is None else list(cell.seeds)
 
     def select(self, pattern: str | None) -> list[Cell]:
         """Cells whose name contains ``pattern`` (all when None)."""
@@ -168,8 +177,21 @@ def _seeds(value: Any, path: Path) -> list[int]:
     return list(value)
 
 
-def _check_init_from(path: Path, cells: list[Cell]) -> None:
-    """Every ``init_from`` names another fitting cell, and the links form no cycle."""
+def _cell_seeds(value: Any, grid_seeds: list[int], where: str) -> tuple[int, ...] | None:
+    """A cell's own seeds: a non-empty subset of the grid's seeds (None when not given)."""
+    if value is None:
+        return None
+    ok = isinstance(value, list) and bool(value) and all(s in grid_seeds for s in value)
+    if not ok or len(set(value)) != len(value):
+        raise ConfigError(
+            f"{where}: seeds must be distinct seeds of the grid {grid_seeds}, got {value!r}"
+        )
+    return tuple(value)
+
+
+def _check_init_from(path: Path, cells: list[Cell], grid_seeds: list[int]) -> None:
+    """Every ``init_from`` names another fitting cell that runs the same seeds, and the links
+    form no cycle."""
     by_name = {c.name: c for c in cells}
     for cell in cells:
         if cell.init_from is None:
@@ -180,6 +202,9 @@ def _check_init_from(path: Path, cells: list[Cell]) -> None:
             raise ConfigError(f"{where} is not a cell of the grid; cells: {list(by_name)}")
         if "fit" not in cell.commands or "fit" not in other.commands:
             raise ConfigError(f"{where}: both cells must run `fit`")
+        missing = sorted(set(cell.seeds or grid_seeds) - set(other.seeds or grid_seeds))
+        if missing:
+            raise ConfigError(f"{where} does not run seeds {missing}")
         seen = {cell.name}
         while other.init_from is not None:
             if other.name in seen:
@@ -251,13 +276,17 @@ def load_grid(path: str | Path) -> Grid:
         cells.append(Cell(name, overrides, cell_commands))
     for name, spec in (raw.get("cells") or {}).items():
         spec = spec or {}
-        if not isinstance(spec, dict) or set(spec) - {"set", "commands", "init_from"}:
+        if not isinstance(spec, dict) or set(spec) - {"set", "commands", "init_from", "seeds"}:
             raise ConfigError(
-                f"{path}: cell {name!r} takes only 'set', 'commands' and 'init_from'; got {spec!r}"
+                f"{path}: cell {name!r} takes only 'set', 'commands', 'init_from' and 'seeds'; "
+                f"got {spec!r}"
             )
         cell_commands = _commands(spec.get("commands", commands), f"{path}: cell {name!r}")
         init_from = None if spec.get("init_from") is None else str(spec["init_from"])
-        cells.append(Cell(str(name), dict(spec.get("set") or {}), cell_commands, init_from))
+        cell_seeds = _cell_seeds(spec.get("seeds"), seeds, f"{path}: cell {name!r}")
+        cells.append(
+            Cell(str(name), dict(spec.get("set") or {}), cell_commands, init_from, cell_seeds)
+        )
     names = [c.name for c in cells]
     for name in names:
         if not CELL_NAME.fullmatch(name):
@@ -269,7 +298,7 @@ def load_grid(path: str | Path) -> Grid:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ConfigError(f"{path}: duplicate cell names {duplicates}")
-    _check_init_from(path, cells)
+    _check_init_from(path, cells, seeds)
     reference = raw.get("reference")
     if reference is not None and reference not in names:
         raise ConfigError(

@@ -105,7 +105,7 @@ class Run:
 
 def plan(grid: Grid, out: Path, pattern: str | None = None) -> list[Run]:
     """Every run of the selected cells, cell-major."""
-    return [Run(cell, seed, out) for cell in grid.select(pattern) for seed in grid.seeds]
+    return [Run(cell, seed, out) for cell in grid.select(pattern) for seed in grid.seeds_of(cell)]
 
 
 class _Children:
@@ -249,9 +249,10 @@ def execute(run: Run, threads: int = 1) -> dict[str, Any]:
     """Run one (cell, seed) from scratch and write its result file atomically.
 
     Commands after ``fit`` evaluate the last checkpoint of that ``fit``. The learning curves are
-    read from the first command's CSV log. A cell with ``init_from`` gets ``model.init_from`` =
-    the last checkpoint of that cell's ``fit`` of the same seed (a ``RuntimeError`` if it has
-    none yet).
+    read from the ``fit`` command's CSV log (the first command's, without ``fit``); a ``validate``
+    before ``fit`` gives every curve its 0-task point (the model the fit starts from). A cell
+    with ``init_from`` gets ``model.init_from`` = the last checkpoint of that cell's ``fit`` of
+    the same seed (a ``RuntimeError`` if it has none yet).
     """
     _check_inside(run)
     if run.run_dir.exists():
@@ -278,7 +279,16 @@ def execute(run: Run, threads: int = 1) -> dict[str, Any]:
         record = _written_record(run.run_dir, before, command)
         log_dirs.setdefault(command, record.parent)
         metrics[command] = json.loads(record.read_text())["metrics"][command]
-    first = log_dirs[run.cell.commands[0]]
+    commands = run.cell.commands
+    if "fit" in commands:
+        curves = _read_curves(log_dirs["fit"] / "metrics.csv")
+        if "validate" in commands[: commands.index("fit")]:
+            # a validate before fit scores the starting model: the curve's 0-task point
+            before_fit = _read_curves(log_dirs["validate"] / "metrics.csv")
+            for key, points in before_fit.items():
+                curves[key] = [[0.0, points[-1][1], 0.0], *curves.get(key, [])]
+    else:
+        curves = _read_curves(log_dirs[commands[0]] / "metrics.csv")
     result = {
         "cell": run.cell.name,
         "seed": run.seed,
@@ -287,7 +297,7 @@ def execute(run: Run, threads: int = 1) -> dict[str, Any]:
         "init_from": run.cell.init_from,
         "log_dirs": {command: str(path) for command, path in log_dirs.items()},
         "metrics": metrics,
-        "curves": _read_curves(first / "metrics.csv"),
+        "curves": curves,
         "task_files": _copy_task_files(run, log_dirs),
         "wall_s": round(time.time() - start, 2),
     }

@@ -80,7 +80,7 @@ def _parse(command: str, cfg: dict[str, Any]) -> Any:
 
 
 def _validate_cell(grid: Grid, cell: Cell) -> None:
-    raw = OmegaConf.to_container(cell.config(grid.base, grid.seeds[0], Path("unused")))
+    raw = OmegaConf.to_container(cell.config(grid.base, grid.seeds_of(cell)[0], Path("unused")))
     assert isinstance(raw, dict)
     cfg: dict[str, Any] = {str(key): value for key, value in raw.items()}
     defaults = _module_defaults()

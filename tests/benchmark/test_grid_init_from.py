@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from flexrec.benchmark.grid import load_grid
-from flexrec.benchmark.runner import run_grid, validate_grid
+from flexrec.benchmark.runner import plan, run_grid, validate_grid
 from flexrec.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -105,3 +105,65 @@ def test_a_cell_whose_source_has_not_run_fails_with_a_clear_message(tmp_path: Pa
 
     with pytest.raises(FlexRecError, match="cell 'supervised' seed 0 has no finished fit"):
         run_grid(grid, tmp_path / "out", pattern="rl")
+
+
+def test_a_cell_may_run_a_subset_of_the_grid_seeds(tmp_path: Path) -> None:
+    text = GRID.replace("seeds: [0]", "seeds: [0, 1, 2]").replace(
+        "    init_from: rl\n", "    init_from: rl\n    seeds: [2, 0]\n"
+    )
+    grid = load_grid(_grid(tmp_path, text))
+    runs = plan(grid, tmp_path / "out")
+    assert [(r.cell.name, r.seed) for r in runs if r.cell.name == "rl_again"] == [
+        ("rl_again", 2),
+        ("rl_again", 0),
+    ]
+    assert len(runs) == 3 * 3 + 2
+
+
+@pytest.mark.parametrize(
+    ("rl_seeds", "again_seeds", "message"),
+    [
+        ("", "[3]", r"cell 'rl_again': seeds must be distinct seeds of the grid \[0, 1\]"),
+        ("", "[0, 0]", "seeds must be distinct seeds of the grid"),
+        ("", "[]", "seeds must be distinct seeds of the grid"),
+        ("    seeds: [0]\n", "[1]", r"cell 'rl_again': init_from 'rl' does not run seeds \[1\]"),
+    ],
+)
+def test_bad_cell_seeds_are_config_errors(
+    tmp_path: Path, rl_seeds: str, again_seeds: str, message: str
+) -> None:
+    text = GRID.replace("seeds: [0]", "seeds: [0, 1]")
+    text = text.replace("    init_from: supervised\n", "    init_from: supervised\n" + rl_seeds)
+    text = text.replace("    init_from: rl\n", f"    init_from: rl\n    seeds: {again_seeds}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_grid(_grid(tmp_path, text))
+
+
+def test_a_validate_before_fit_is_the_curve_start_and_scores_the_init_from_model(
+    tmp_path: Path,
+) -> None:
+    text = GRID.split("  rl:")[0].replace(
+        "    set: {model.objective: listmle}\n",
+        "    set: {model.objective: listmle, trainer.limit_val_batches: 1.0}\n"
+        "    commands: [fit, validate]\n",
+    )
+    text += (
+        "  curve:\n"
+        "    set: {trainer.limit_val_batches: 1.0}\n"
+        "    commands: [validate, fit]\n"
+        "    init_from: supervised\n"
+    )
+    grid = load_grid(_grid(tmp_path, text))
+    out = tmp_path / "out"
+    assert run_grid(grid, out, pattern="supervised") == (1, 0)
+    assert run_grid(grid, out, pattern="curve") == (1, 0)
+    supervised = json.loads((out / "results" / "supervised" / "seed0.json").read_text())
+    curve = json.loads((out / "results" / "curve" / "seed0.json").read_text())
+    key = "val/ndcg@5/maximize_interest"
+    trained = supervised["metrics"]["validate"][key]  # the supervised fit's last checkpoint
+    points = curve["curves"][key]
+    # validate without a checkpoint of its own evaluated the init_from model: the 0-task point
+    assert points[0] == [0.0, pytest.approx(trained, abs=1e-6), 0.0]
+    assert curve["metrics"]["validate"][key] == pytest.approx(trained, abs=1e-6)
+    assert len(points) > 2 and all(p[2] > 0 for p in points[1:])
+    assert [p[2] for p in points[1:]] == sorted(p[2] for p in points[1:])
