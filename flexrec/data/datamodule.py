@@ -117,6 +117,9 @@ class FlexRecDataModule(L.LightningDataModule):
         history_len: ``L``.
         num_candidates: ``K``.
         train_cuts_per_user: cuts per train user.
+        eval_cuts_per_user: cuts per val / test user: the latest, plus up to this many minus one
+            distinct earlier ones (more evaluation tasks without more users; see
+            :func:`~flexrec.data.tasks.build_tasks`).
         sparse_p: keep each train label with this probability (None: dense).
         seed: seed of the split, cuts, shuffles, sparse mask and the train loader's order.
         batch_size: training tasks per batch.
@@ -141,6 +144,7 @@ class FlexRecDataModule(L.LightningDataModule):
         history_len: int = 10,
         num_candidates: int = 20,
         train_cuts_per_user: int = 4,
+        eval_cuts_per_user: int = 1,
         sparse_p: float | None = None,
         seed: int = 0,
         batch_size: int = 16,
@@ -191,6 +195,7 @@ class FlexRecDataModule(L.LightningDataModule):
             hp.sparse_p,
             hp.seed,
             eval_instructions=hp.eval_instructions,
+            eval_cuts_per_user=hp.eval_cuts_per_user,
         )
         _check_tasks(tasks, self.data, hp)
         self.tasks = tasks
@@ -270,6 +275,7 @@ def _check_settings(hp: Any) -> None:
     check_number("history_len", hp.history_len, minimum=0, integer=True)
     check_number("num_candidates", hp.num_candidates, minimum=2, integer=True)
     check_number("train_cuts_per_user", hp.train_cuts_per_user, minimum=1, integer=True)
+    check_number("eval_cuts_per_user", hp.eval_cuts_per_user, minimum=1, integer=True)
     check_number("batch_size", hp.batch_size, minimum=1, integer=True)
     check_number("eval_batch_size", hp.eval_batch_size, minimum=1, integer=True, allow_none=True)
     check_number("max_train_tasks", hp.max_train_tasks, minimum=1, integer=True, allow_none=True)

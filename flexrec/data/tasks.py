@@ -3,7 +3,8 @@
 A task for user ``u`` at cut time ``t``: history = the user's last ``L`` interactions strictly before
 ``t``; candidates = the ``K`` earliest interactions at or after ``t`` (true labels), shuffled with a
 seeded generator. Train users get up to ``train_cuts_per_user`` distinct cuts (uniform over valid
-positions); val / test users one cut, the latest with ``K`` interactions at or after it. Users with
+positions); val / test users the latest cut with ``K`` interactions at or after it (plus
+``eval_cuts_per_user - 1`` distinct earlier cuts drawn uniformly, when asked for). Users with
 fewer than ``min_history + K`` interactions (after moving each cut back to the first interaction
 at its timestamp, so ties never straddle a cut) are skipped (counted in ``TaskSet.skipped_users``).
 Each (user, cut) yields one task per need. In sparse mode each label of a train user is kept with
@@ -101,14 +102,28 @@ def _cuts(
     k: int,
     min_history: int,
     rng: np.random.Generator,
+    latest: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """``(users, first candidate row)`` of each task and the number of skipped users."""
+    """``(users, first candidate row)`` of each task and the number of skipped users.
+
+    ``per_user`` distinct cuts per user drawn uniformly over the valid positions (None: the latest
+    only); with ``latest`` the latest cut is always one of them and the others are drawn among the
+    earlier positions (one cut, the latest, draws nothing from ``rng``)."""
     offsets = data.user_offsets
     start, n = offsets[users], offsets[users + 1] - offsets[users]
     valid = n - k - min_history + 1
     ok = valid > 0
-    if per_user is None:
+    if per_user is None or per_user == 1 and latest:
         task_users, pos = users[ok], (start + n - k)[ok]
+    elif latest:
+        # the latest cut, plus up to per_user - 1 distinct earlier ones drawn uniformly
+        reps = np.minimum(valid[ok] - 1, per_user - 1)
+        earlier = [
+            s + min_history + rng.choice(v - 1, r, replace=False)
+            for s, v, r in zip(start[ok], valid[ok], reps, strict=True)
+        ]
+        task_users = np.concatenate([users[ok], np.repeat(users[ok], reps)])
+        pos = np.concatenate([(start + n - k)[ok], *earlier, np.zeros(0, np.int64)])
     else:
         reps = np.minimum(valid[ok], per_user)
         task_users = np.repeat(users[ok], reps)
@@ -138,6 +153,7 @@ def build_tasks(
     min_history: int = 1,
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
     eval_instructions: str = "canonical",
+    eval_cuts_per_user: int = 1,
 ) -> dict[str, TaskSet]:
     """Build the tasks of every split for every need.
 
@@ -154,10 +170,16 @@ def build_tasks(
         eval_instructions: the paraphrase val / test tasks carry: ``canonical`` (each need's
             first instruction) or ``held_out`` (a seeded draw among the paraphrases that training
             never uses). Training tasks always draw among the non-held-out paraphrases.
+        eval_cuts_per_user: cuts per val / test user: the latest, plus up to this many minus one
+            distinct earlier cuts drawn uniformly (fewer when the user has fewer valid cuts). More
+            cuts buy evaluation precision without more users; a user's tasks are correlated, so
+            paired intervals resample users (:mod:`flexrec.benchmark.paired`).
 
     Returns:
         ``{"train": TaskSet, "val": TaskSet, "test": TaskSet}``.
     """
+    if eval_cuts_per_user < 1:
+        raise ValueError(f"eval_cuts_per_user must be >= 1, got {eval_cuts_per_user}")
     if sparse_p is not None and not 0.0 < sparse_p <= 1.0:
         raise ValueError(f"sparse_p must be in (0, 1], got {sparse_p}")
     if eval_instructions not in EVAL_INSTRUCTIONS:
@@ -174,9 +196,9 @@ def build_tasks(
     out = {}
     for index, split in enumerate(SPLITS):
         rng = np.random.default_rng([seed, index])
-        per_user = train_cuts_per_user if split == "train" else None
+        per_user = train_cuts_per_user if split == "train" else eval_cuts_per_user
         users, first, skipped = _cuts(
-            data, splits[split], per_user, num_candidates, min_history, rng
+            data, splits[split], per_user, num_candidates, min_history, rng, split != "train"
         )
         out[split] = _assemble(
             data,

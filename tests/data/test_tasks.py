@@ -232,3 +232,36 @@ def test_held_out_instructions_at_evaluation_keep_the_same_tasks() -> None:
 def test_bad_evaluation_settings_are_named(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         FlexRecDataModule(**kwargs).setup()
+
+
+def test_more_evaluation_cuts_per_user_keep_the_latest_and_add_distinct_earlier_ones(
+    ml_latest_small: InteractionData, movielens_tasks: dict[str, TaskSet]
+) -> None:
+    more = build_tasks(
+        ml_latest_small,
+        _needs(ml_latest_small),
+        train_cuts_per_user=3,
+        seed=5,
+        eval_cuts_per_user=3,
+    )
+    # training tasks are untouched; the default (one cut) is exactly the latest cut
+    np.testing.assert_array_equal(more["train"].candidates, movielens_tasks["train"].candidates)
+    for split in ("val", "test"):
+        one, three = movielens_tasks[split], more[split]
+        assert set(three.users.tolist()) == set(one.users.tolist())  # the same users
+        counts = np.bincount(three.users[three.need == 0])
+        assert counts.max() == 3 and (counts[counts > 0] >= 1).all()
+        assert len(three) > 2 * len(one)
+        for user, cut in zip(one.users[one.need == 0], one.cut[one.need == 0], strict=True):
+            cuts = three.cut[(three.users == user) & (three.need == 0)]
+            assert cut in cuts and (cuts <= cut).all()  # the latest cut is one of them
+            assert len(np.unique(cuts)) == len(cuts)  # distinct cuts
+            # the user has enough interactions after every cut for K candidates
+            assert (
+                (ml_latest_small.user == user) & (ml_latest_small.timestamp >= cuts.min())
+            ).sum() >= 20
+
+
+def test_evaluation_cuts_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="eval_cuts_per_user must be >= 1, got 0"):
+        FlexRecDataModule(eval_cuts_per_user=0)
