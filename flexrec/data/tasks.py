@@ -113,7 +113,7 @@ def _cuts(
     start, n = offsets[users], offsets[users + 1] - offsets[users]
     valid = n - k - min_history + 1
     ok = valid > 0
-    if per_user is None or per_user == 1 and latest:
+    if per_user is None or (per_user == 1 and latest):
         task_users, pos = users[ok], (start + n - k)[ok]
     elif latest:
         # the latest cut, plus up to per_user - 1 distinct earlier ones drawn uniformly
