@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import json
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,21 @@ def _validate_cell(grid: Grid, cell: Cell) -> None:
             registries.need.build(need)
 
 
+def _check_distinct(grid: Grid, cells: list[Cell]) -> None:
+    """No two cells are the same computation (resolved config, commands and warm start), which
+    would spend runs on a duplicate row and double-count it in the comparisons."""
+    seen: dict[str, str] = {}
+    for cell in cells:
+        resolved = OmegaConf.to_container(cell.config(grid.base, 0, Path("unused")))
+        key = json.dumps([resolved, cell.commands, cell.init_from], sort_keys=True, default=str)
+        if key in seen:
+            raise ConfigError(
+                f"{grid.path}: cells {seen[key]!r} and {cell.name!r} are the same computation "
+                "(identical resolved config, commands and init_from)"
+            )
+        seen[key] = cell.name
+
+
 def validate_grid(grid: Grid, pattern: str | None = None) -> int:
     """Check every selected cell before anything runs (no data, no training).
 
@@ -120,6 +136,8 @@ def validate_grid(grid: Grid, pattern: str | None = None) -> int:
     <flexrec.registry.Registry.check>` (it is built only with the data, which may mean loading an
     LLM).
 
+    Two cells that resolve to the same config, commands and ``init_from`` are refused.
+
     Returns:
         the number of cells checked.
 
@@ -129,6 +147,7 @@ def validate_grid(grid: Grid, pattern: str | None = None) -> int:
     cells = grid.select(pattern)
     if not cells:
         raise ConfigError(f"no cell of {grid.path} matches filter {pattern!r}")
+    _check_distinct(grid, cells)
     for cell in cells:
         try:
             _validate_cell(grid, cell)

@@ -272,6 +272,33 @@ def test_shipped_grids_are_valid(grid: Path) -> None:
     assert len(loaded.seeds) >= 3
 
 
+def test_two_cells_of_the_same_computation_are_refused(tmp_path: Path) -> None:
+    again = "  again:\n    set: {model.reward: {name: sequence}, model.estimator: grpo}\n"
+    grid = load_grid(_grid(tmp_path, GRID.replace("reference:", again + "reference:")))
+    with pytest.raises(ConfigError, match=r"cells 'sequence\+grpo' and 'again' are the same"):
+        validate_grid(grid)
+
+
+def test_the_default_grid_runs_the_whole_method_under_sparse_feedback() -> None:
+    grid = load_grid(REPO / "benchmarks" / "ablations.yaml")
+    assert grid.reference == "flexrec"
+    trained = [c for c in grid.cells if "fit" in c.commands]
+    for cell in trained:
+        cfg = cell.config(grid.base, 0, Path("unused"))
+        assert cfg.data.init_args.sparse_p == pytest.approx(0.3)
+        if OmegaConf.select(cfg, "model.estimator") == "ua_grpo":
+            # uncertainty scaling only differs from grpo where a critic fills gains (σ² > 0)
+            assert cfg.model.feedback.name == "critic", cell.name
+    methods = {
+        (str(c.overrides.get("model.reward", "swap")), str(c.overrides.get("model.estimator")))
+        for c in trained
+    }
+    assert {("swap", "ua_grpo"), ("swap", "grpo"), ("sequence", "grpo")} <= methods
+    assert {"independent", "swap_noncausal", "observed_only", "supervised", "sasrec"} <= {
+        c.name for c in grid.cells
+    }
+
+
 def test_identical_references_of_different_data_configurations_merge() -> None:
     # generalization-style grid: the training needs differ, the scored tasks (and so the
     # references) are the same → one [random] row, each seed counted once
