@@ -36,7 +36,7 @@ def _report(argv: list[str]) -> int:
     meta_file = args.out / "grid-meta.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     title = f"flexrec-bench: {meta.get('grid', args.out.name)}"
-    path = write_report(args.out, meta.get("reference"), title=title)
+    path = write_report(args.out, meta.get("reference") or meta.get("references"), title=title)
     print(f"report: {path}")
     return 0
 
@@ -93,7 +93,7 @@ def _run(argv: list[str]) -> int:
     except GridRunError as exc:
         print(f"flexrec-bench: {exc}", file=sys.stderr)
         return 1
-    report = write_report(out, grid.reference, title=f"flexrec-bench: {args.grid}")
+    report = write_report(out, grid.report_reference, title=f"flexrec-bench: {args.grid}")
     print(f"{done} runs done, {skipped} already finished; report: {report}")
     return 0
 

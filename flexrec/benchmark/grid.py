@@ -20,6 +20,8 @@ A grid YAML::
         init_from: supervised             # checkpoint of the same seed (model.init_from)
         seeds: [0, 1]                     # a cell may run a subset of the grid's seeds
     reference: swap+ua_grpo               # relative changes in the report are against this cell
+                                          # (or {model.estimator: grpo}: each cell against the
+                                          # cell with the same labels but grpo on that axis)
 
 Each axis value replaces the whole node at its dotted key (``OmegaConf.update(merge=False)``).
 A cell's name joins its axis labels with ``+``; a label is the value's ``name`` (plus its ``args``,
@@ -41,6 +43,12 @@ An extra cell with ``init_from: OTHER`` starts its ``fit`` from the last checkpo
 runner runs it after that run (:attr:`Grid.waves`). An extra cell may run a subset of the grid's
 seeds (``seeds: [0, 1]``, e.g. an expensive learning-curve cell); a cell it starts from must run
 those seeds too. Paired differences against the reference use the seeds both cells ran.
+
+``reference`` is a cell name (every other cell is compared with it) or ``{AXIS: LABEL}``: each
+axis cell is compared with the cell that has the same labels on the other axes and ``LABEL`` on
+``AXIS``, e.g. ``reference: {method: sequence}`` in a grid over ``K × G × method`` pairs
+``K=50+G=4+swap`` with ``K=50+G=4+sequence`` (:attr:`Grid.references`; extra cells then have no
+reference).
 """
 
 from __future__ import annotations
@@ -133,6 +141,14 @@ class Grid:
     cells: list[Cell]
     reference: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    references: dict[str, str] = field(default_factory=dict)
+    """Each cell's reference cell (every other cell → ``reference``, or per axis, see the module
+    docstring); cells without one are absent."""
+
+    @property
+    def report_reference(self) -> str | dict[str, str] | None:
+        """What the report compares against: the single reference cell, or the per-cell map."""
+        return self.reference if self.reference is not None else (self.references or None)
 
     def seeds_of(self, cell: Cell) -> list[int]:
         """The seeds ``cell`` runs: its own subset, or the grid's seeds."""
@@ -213,6 +229,43 @@ def _check_init_from(path: Path, cells: list[Cell], grid_seeds: list[int]) -> No
             other = by_name[other.init_from]
 
 
+def _references(
+    path: Path,
+    reference: Any,
+    names: list[str],
+    axis_keys: list[str],
+    axes: list[list[tuple[str, dict[str, Any]]]],
+    axis_labels: dict[str, tuple[str, ...]],
+) -> dict[str, str]:
+    """Each cell's reference cell from the grid's ``reference``: a cell name, or ``{axis: label}``
+    (the cell with the same labels on the other axes)."""
+    if reference is None:
+        return {}
+    if not isinstance(reference, dict):
+        if reference not in names:
+            raise ConfigError(
+                f"{path}: reference cell {reference!r} is not in the grid; cells: {names}"
+            )
+        return {name: str(reference) for name in names if name != reference}
+    if len(reference) != 1 or next(iter(reference)) not in axis_keys:
+        raise ConfigError(
+            f"{path}: reference must be a cell name or {{AXIS: LABEL}} for one of the axes "
+            f"{axis_keys}, got {reference!r}"
+        )
+    key, value = next(iter(reference.items()))
+    index = axis_keys.index(key)
+    labels = [name for name, _ in axes[index]]
+    if str(value) not in labels:
+        raise ConfigError(
+            f"{path}: reference label {value!r} is not a label of axis {key!r}: {labels}"
+        )
+    return {
+        name: "+".join((*own[:index], str(value), *own[index + 1 :]))
+        for name, own in axis_labels.items()
+        if own[index] != str(value)
+    }
+
+
 def load_grid(path: str | Path) -> Grid:
     """Parse and expand a grid file (see the module docstring).
 
@@ -254,6 +307,7 @@ def load_grid(path: str | Path) -> Grid:
     seeds = _seeds(raw.get("seeds", [0]), path)
     commands = _commands(raw.get("commands", ["fit", "test"]), str(path))
     axes: list[list[tuple[str, dict[str, Any]]]] = []
+    axis_keys = [str(key) for key in raw.get("axes") or {}]
     for key, values in (raw.get("axes") or {}).items():
         if (
             isinstance(values, dict)
@@ -268,9 +322,11 @@ def load_grid(path: str | Path) -> Grid:
                 f"{path}: axis {key!r} must be a non-empty list, or a mapping of labels to overrides"
             )
     cells = []
+    axis_labels: dict[str, tuple[str, ...]] = {}
     for combo in itertools.product(*axes):
         overrides = {k: v for _, sets in combo for k, v in sets.items()}
         name = "+".join(name for name, _ in combo) or "base"
+        axis_labels[name] = tuple(name for name, _ in combo)
         # a bundle may carry its own commands (e.g. [validate, test] for an untrained baseline)
         cell_commands = _commands(overrides.pop("commands", commands), f"{path}: cell {name!r}")
         cells.append(Cell(name, overrides, cell_commands))
@@ -300,8 +356,9 @@ def load_grid(path: str | Path) -> Grid:
         raise ConfigError(f"{path}: duplicate cell names {duplicates}")
     _check_init_from(path, cells, seeds)
     reference = raw.get("reference")
-    if reference is not None and reference not in names:
-        raise ConfigError(
-            f"{path}: reference cell {reference!r} is not in the grid; cells: {names}"
-        )
-    return Grid(path, base_path, base, seeds, cells, reference, cast("dict[str, Any]", raw))
+    references = _references(path, reference, names, axis_keys, axes, axis_labels)
+    if isinstance(reference, dict):
+        reference = None
+    return Grid(
+        path, base_path, base, seeds, cells, reference, cast("dict[str, Any]", raw), references
+    )

@@ -52,6 +52,7 @@ __all__ = [
     "paired_differences",
     "paired_mean_se",
     "paired_stats",
+    "reference_map",
 ]
 
 BOOTSTRAP_REPLICATES = 2000
@@ -234,9 +235,10 @@ def paired_stats(
 
 @dataclass(frozen=True)
 class PairedSummary:
-    """One row of a report's paired section: a cell against the reference on one need and split."""
+    """One row of a report's paired section: a cell against its reference on one need and split."""
 
     cell: str
+    reference: str
     split: str
     metric: str
     need: str
@@ -261,8 +263,29 @@ def _values(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[tuple[str, .
     return {tuple(str(row[k]) for k in _IDENTITY): float(row.get(metric, math.nan)) for row in rows}
 
 
+def reference_map(
+    reference: str | Mapping[str, str] | None, cells: Sequence[str] | set[str]
+) -> dict[str, str]:
+    """Each cell's reference cell: one cell for all (``reference`` a name), or per cell (a mapping,
+    :attr:`Grid.references <flexrec.benchmark.grid.Grid.references>`); cells without one are
+    left out.
+
+    Examples:
+        >>> reference_map("ref", ["a", "ref", "b"])
+        {'a': 'ref', 'b': 'ref'}
+        >>> reference_map({"swap+K=20": "sequence+K=20"}, ["swap+K=20", "sequence+K=20"])
+        {'swap+K=20': 'sequence+K=20'}
+    """
+    if reference is None:
+        return {}
+    if isinstance(reference, str):
+        return {cell: reference for cell in cells if cell != reference}
+    return {cell: ref for cell, ref in reference.items() if cell in cells and cell != ref}
+
+
 def _compare(
     cell: str,
+    reference: str,
     split: str,
     seeds: Mapping[int, tuple[Mapping[tuple[str, str], list[Any]], str]],
     refs: Mapping[tuple[int, str], Mapping[tuple[str, str], list[Any]]],
@@ -287,28 +310,31 @@ def _compare(
                 per_seed.append((list(diffs.values()), [key[1] for key in diffs]))
             if any(len(d) for d, _ in per_seed):
                 out.append(
-                    PairedSummary(cell, split, metric, need, paired_stats(per_seed, replicates))
+                    PairedSummary(
+                        cell, reference, split, metric, need, paired_stats(per_seed, replicates)
+                    )
                 )
     return out
 
 
 def compare_cells(
     tables: Mapping[tuple[str, int, str], Table],
-    reference: str,
+    reference: str | Mapping[str, str],
     metrics: Sequence[str],
     replicates: int = BOOTSTRAP_REPLICATES,
 ) -> tuple[list[PairedSummary], list[str]]:
-    """Every cell against ``reference`` on identical tasks (see the module docstring).
+    """Every cell against its reference on identical tasks (see the module docstring).
 
-    The cells are each table's ``policy`` rows, then the reference rankings that the reference
-    cell's own runs logged (``[oracle]``, ``[random]``, ``[feature_popularity]``, ...: same tasks
-    by construction). A task is identified by its index, user, need, cut and candidate
-    fingerprint; a (cell, split) whose tasks on some seed and need differ from the reference's is
+    The cells are each table's ``policy`` rows; with a single reference cell, also the reference
+    rankings that its runs logged (``[oracle]``, ``[random]``, ``[feature_popularity]``, ...: same
+    tasks by construction). A task is identified by its index, user, need, cut and candidate
+    fingerprint; a (cell, split) whose tasks on some seed and need differ from its reference's is
     not compared. Seeds the reference did not run are left out.
 
     Args:
         tables: per-task rows by (cell, seed, split).
-        reference: the reference cell.
+        reference: the reference cell of every other cell, or each cell's reference cell
+            (:func:`reference_map`).
         metrics: metric columns to compare.
         replicates: bootstrap replicates.
 
@@ -316,22 +342,28 @@ def compare_cells(
         The comparisons, in table order; and the names of the cells not compared because their
         tasks differ.
     """
+    mapping = reference_map(reference, {cell for cell, _, _ in tables})
+    targets = {reference} if isinstance(reference, str) else set(mapping.values())
     refs = {
-        (seed, split): _index(rows)
+        (cell, seed, split): _index(rows)
         for (cell, seed, split), rows in tables.items()
-        if cell == reference
+        if cell in targets
     }
-    groups: dict[tuple[str, str], dict[int, tuple[dict[tuple[str, str], list[Any]], str]]] = {}
+    groups: dict[tuple[str, str, str], dict[int, tuple[dict[tuple[str, str], list[Any]], str]]] = {}
     for (cell, seed, split), rows in tables.items():
-        if cell != reference:
-            groups.setdefault((cell, split), {})[seed] = (_index(rows), "policy")
-    for (seed, split), index in refs.items():
-        for who in sorted({who for who, _ in index} - {"policy"}):
-            groups.setdefault((f"[{who.replace(':', '_')}]", split), {})[seed] = (index, who)
+        if cell in mapping:
+            key = (cell, mapping[cell], split)
+            groups.setdefault(key, {})[seed] = (_index(rows), "policy")
+    if len(targets) == 1:
+        for (ref, seed, split), index in refs.items():
+            for who in sorted({who for who, _ in index} - {"policy"}):
+                key = (f"[{who.replace(':', '_')}]", ref, split)
+                groups.setdefault(key, {})[seed] = (index, who)
     out: list[PairedSummary] = []
     differ: set[str] = set()
-    for (cell, split), seeds in groups.items():
-        compared = _compare(cell, split, seeds, refs, metrics, replicates)
+    for (cell, ref, split), seeds in groups.items():
+        own = {(seed, sp): index for (rc, seed, sp), index in refs.items() if rc == ref}
+        compared = _compare(cell, ref, split, seeds, own, metrics, replicates)
         if compared is None:
             differ.add(cell)
         else:

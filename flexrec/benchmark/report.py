@@ -28,7 +28,7 @@ import csv
 import json
 import os
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,7 @@ from typing import Any, TextIO
 from flexrec.benchmark.curves import curve_auc, curve_points, mean_curve
 from flexrec.benchmark.grid import label
 from flexrec.benchmark.paired import (
+    reference_map,
     BOOTSTRAP_REPLICATES,
     BOOTSTRAP_SEED,
     PairedSummary,
@@ -137,7 +138,9 @@ def _merge_references(
     return cells
 
 
-def aggregate(results: list[dict[str, Any]], reference: str | None = None) -> list[Summary]:
+def aggregate(
+    results: list[dict[str, Any]], reference: str | Mapping[str, str] | None = None
+) -> list[Summary]:
     """Mean ± standard error over seeds per (cell, split, metric, need).
 
     Reference rankings logged by the runs become extra cells named ``[oracle]``, ``[random]``,
@@ -168,11 +171,12 @@ def aggregate(results: list[dict[str, Any]], reference: str | None = None) -> li
         for (_, split, metric, need), value in sorted(values.items(), key=lambda kv: kv[0]):
             samples[(cell, split, metric, need)].append(value)
     means = {key: mean_se(vals) for key, vals in samples.items()}
+    refs_of = reference_map(reference, order)
     rows = []
     for (cell, split, metric, need), (mean, se) in sorted(
         means.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1:])
     ):
-        ref = means.get((reference, split, metric, need)) if reference else None
+        ref = means.get((refs_of[cell], split, metric, need)) if cell in refs_of else None
         relative = None
         if ref is not None and ref[0] != 0:
             relative = (mean - ref[0]) / abs(ref[0])
@@ -337,7 +341,9 @@ def load_task_tables(
     return tables
 
 
-def auc_summaries(results: list[dict[str, Any]], reference: str | None = None) -> list[Summary]:
+def auc_summaries(
+    results: list[dict[str, Any]], reference: str | Mapping[str, str] | None = None
+) -> list[Summary]:
     """Mean ± standard error over seeds of each run's area under its validation curve
     (:func:`~flexrec.benchmark.curves.curve_auc`) per (cell, metric, need); split ``val``."""
     samples: dict[tuple[str, str, str], list[float]] = defaultdict(list)
@@ -350,12 +356,13 @@ def auc_summaries(results: list[dict[str, Any]], reference: str | None = None) -
                 samples[(result["cell"], parts[1], parts[2])].append(curve_auc(xs, ys))
     means = {key: mean_se(values) for key, values in samples.items()}
     order = list(dict.fromkeys(r["cell"] for r in results))
+    refs_of = reference_map(reference, order)
     rows = []
     for (cell, metric, need), (mean, se) in sorted(
         means.items(),
         key=lambda kv: (order.index(kv[0][0]), PAIRED_METRICS.index(kv[0][1]), kv[0][2]),
     ):
-        ref = means.get((reference, metric, need)) if reference else None
+        ref = means.get((refs_of[cell], metric, need)) if cell in refs_of else None
         relative = (mean - ref[0]) / abs(ref[0]) if ref is not None and ref[0] != 0 else None
         n = len(samples[(cell, metric, need)])
         rows.append(Summary(cell, "val", metric, need, mean, se, n, relative))
@@ -395,7 +402,7 @@ PAIRED_COLUMNS = (
 """Columns of ``paired.csv``."""
 
 
-def _write_paired_csv(path: Path, rows: list[PairedSummary], reference: str) -> None:
+def _write_paired_csv(path: Path, rows: list[PairedSummary]) -> None:
     with _replacing(path, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(PAIRED_COLUMNS)
@@ -403,12 +410,12 @@ def _write_paired_csv(path: Path, rows: list[PairedSummary], reference: str) -> 
             st = p.stats
             numbers = [f"{v:.6f}" for v in (st.mean, st.se, st.low, st.high)]
             flags = [int(st.excludes_zero), st.seeds, st.tasks, st.users]
-            writer.writerow([p.cell, reference, p.split, p.metric, p.need, *numbers, *flags])
+            writer.writerow([p.cell, p.reference, p.split, p.metric, p.need, *numbers, *flags])
 
 
-def _paired_section(paired: list[PairedSummary], differ: list[str], reference: str) -> list[str]:
+def _paired_section(paired: list[PairedSummary], differ: list[str], against: str) -> list[str]:
     lines = [
-        f"## Paired differences against `{reference}`",
+        f"## Paired differences against {against}",
         "",
         "Cell − reference on identical tasks (same seed: same split and tasks): mean over seeds of "
         "each seed's mean per-task difference ± its standard error over seeds; in brackets the "
@@ -431,8 +438,11 @@ def _paired_section(paired: list[PairedSummary], differ: list[str], reference: s
                 continue
             needs = sorted({p.need for p in picked})
             by = {(p.cell, p.need): p.stats for p in picked}
+            ref_of = {p.cell: p.reference for p in picked}
+            many = len(set(ref_of.values())) > 1
             lines += [f"### {split} {metric}: paired difference", ""]
-            lines += ["| cell | " + " | ".join(needs) + " |", "|---|" + "---|" * len(needs)]
+            head = "| cell | reference | " if many else "| cell | "
+            lines += [head + " | ".join(needs) + " |", "|---|" + "---|" * (len(needs) + many)]
             for cell in dict.fromkeys(p.cell for p in picked):
                 entries = []
                 for need in needs:
@@ -442,14 +452,24 @@ def _paired_section(paired: list[PairedSummary], differ: list[str], reference: s
                         continue
                     text = f"{st.mean:+.4f} ± {st.se:.4f} [{st.low:+.4f}, {st.high:+.4f}]"
                     entries.append(f"**{text}**" if st.excludes_zero else text)
-                lines.append(f"| {cell} | " + " | ".join(entries) + " |")
+                first = f"| {cell} | {ref_of[cell]} | " if many else f"| {cell} | "
+                lines.append(first + " | ".join(entries) + " |")
             lines.append("")
     return lines
 
 
-def write_report(out: Path, reference: str | None = None, title: str = "flexrec-bench") -> Path:
+def write_report(
+    out: Path, reference: str | Mapping[str, str] | None = None, title: str = "flexrec-bench"
+) -> Path:
     """Write ``report.md``, ``results.csv``, ``auc.csv``, ``paired.csv`` (with a reference) and PNG
-    plots into ``out`` from its results."""
+    plots into ``out`` from its results.
+
+    Args:
+        out: the grid's output folder.
+        reference: the reference cell of every other cell, or each cell's reference cell
+            (:attr:`Grid.references <flexrec.benchmark.grid.Grid.references>`), or None.
+        title: the report's title.
+    """
     results = load_results(out)
     rows = aggregate(results, reference)
     _write_csv(out / "results.csv", rows)
@@ -457,18 +477,19 @@ def write_report(out: Path, reference: str | None = None, title: str = "flexrec-
     _write_csv(out / "auc.csv", aucs)
     paired: list[PairedSummary] = []
     differ: list[str] = []
-    if reference is not None:
+    if reference:
         paired, differ = compare_cells(load_task_tables(out, results), reference, PAIRED_METRICS)
-        _write_paired_csv(out / "paired.csv", paired, reference)
+        _write_paired_csv(out / "paired.csv", paired)
     plots = _plots(results, rows, paired, out)
     seeds = sorted({r["seed"] for r in results})
+    against = f"`{reference}`" if isinstance(reference, str) else "each cell's reference"
     wall = sum(r.get("wall_s", 0.0) for r in results)
     lines = [
         f"# {title}",
         "",
         f"{len(results)} finished runs, seeds {seeds}, {wall / 60:.1f} min of run time. "
         "Cells: mean ± standard error over seeds"
-        + (f"; in brackets the relative change against `{reference}`." if reference else "."),
+        + (f"; in brackets the relative change against {against}." if reference else "."),
         "Validation numbers are from the last validation, after the last training batch (no early "
         "stopping); test numbers from the last checkpoint. The area under the validation curve is "
         "its mean level over training tasks seen (trapezoidal, divided by the range).",
@@ -479,8 +500,8 @@ def write_report(out: Path, reference: str | None = None, title: str = "flexrec-
             lines += _table(rows, split, metric)
             if split == "val" and metric in AUC_TABLES:
                 lines += _table(aucs, split, metric, f"val {metric}: area under the curve")
-    if reference is not None:
-        lines += _paired_section(paired, differ, reference)
+    if reference:
+        lines += _paired_section(paired, differ, against)
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in plots]
     path = out / "report.md"
     with _replacing(path) as handle:

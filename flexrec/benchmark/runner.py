@@ -423,7 +423,7 @@ def run_grid(
         tmp = out / f".base.yaml.{os.getpid()}.tmp"
         OmegaConf.save(grid.base, tmp)
         os.replace(tmp, out / "base.yaml")
-        meta = {"grid": str(grid.path), "reference": grid.reference}
+        meta = {"grid": str(grid.path), "reference": grid.reference, "references": grid.references}
         write_json_atomic(out / "grid-meta.json", meta)
         todo = [r for r in runs if not r.result_path.exists()]
         threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))

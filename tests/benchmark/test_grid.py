@@ -261,6 +261,10 @@ def test_report_means_and_standard_errors_by_hand(tmp_path: Path) -> None:
     assert per_data[("[random] ml-100k", "val")].mean == pytest.approx(0.9)
     report = write_report(tmp_path, "base").read_text()
     assert "| new | 0.6700 ± 0.0436 (+11.7%) |" in report
+    # the same with a per-cell reference map
+    mapped = write_report(tmp_path, {"new": "base"}).read_text()
+    assert "| new | 0.6700 ± 0.0436 (+11.7%) |" in mapped
+    assert "relative change against each cell's reference" in mapped
     csv_text = (tmp_path / "results.csv").read_text()
     assert "new,val,ndcg@5,a,0.670000,0.043589,3,0.116667" in csv_text
 
@@ -424,3 +428,28 @@ def test_a_tiny_grid_reports_paired_differences_and_curve_areas(tmp_path: Path) 
         assert float(row["mean_difference"]) == pytest.approx(gap, abs=1e-5)
         oracle = paired[("[oracle]", "test", "ndcg@5", need)]
         assert float(oracle["mean_difference"]) > 0 and oracle["excludes_zero"] == "1"
+
+
+def test_a_reference_per_axis_pairs_cells_that_differ_only_on_that_axis(tmp_path: Path) -> None:
+    text = GRID.replace("reference: sequence+grpo", "reference: {model.reward: sequence}")
+    grid = load_grid(_grid(tmp_path, text))
+    assert grid.reference is None
+    assert grid.references == {
+        "swap(cutoff=5)+grpo": "sequence+grpo",
+        "swap(cutoff=5)+ua_grpo": "sequence+ua_grpo",
+    }
+    assert grid.report_reference == grid.references
+
+
+@pytest.mark.parametrize(
+    ("reference", "message"),
+    [
+        ("{model.policy: native}", r"reference must be a cell name or \{AXIS: LABEL\}"),
+        ("{model.reward: swap}", "reference label 'swap' is not a label of axis 'model.reward'"),
+        ("nope", "reference cell 'nope' is not in the grid"),
+    ],
+)
+def test_bad_references_are_named(tmp_path: Path, reference: str, message: str) -> None:
+    text = GRID.replace("reference: sequence+grpo", f"reference: {reference}")
+    with pytest.raises(ConfigError, match=message):
+        load_grid(_grid(tmp_path, text))

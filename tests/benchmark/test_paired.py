@@ -13,6 +13,7 @@ from flexrec.benchmark.paired import (
     paired_differences,
     paired_mean_se,
     paired_stats,
+    reference_map,
 )
 
 NAN = math.nan
@@ -127,3 +128,22 @@ def test_area_under_the_curve_by_hand() -> None:
     with pytest.raises(ValueError, match="at least one"):
         curve_auc([], [])
     assert mean_curve([[(1, 0.25)], [(3, 0.75)]]) == [(2.0, 0.5)]
+
+
+def test_each_cell_against_its_own_reference_cell() -> None:
+    tables = {
+        ("swap+K=20", 0, "test"): _rows("policy", {0: ("x", 0.75), 1: ("y", 0.5)}),
+        ("seq+K=20", 0, "test"): _rows("policy", {0: ("x", 0.5), 1: ("y", 0.5)}),
+        ("swap+K=50", 0, "test"): _rows("policy", {0: ("u", 0.25), 1: ("v", 0.25)}),
+        ("seq+K=50", 0, "test"): _rows("policy", {0: ("u", 0.5), 1: ("v", 0.75)}),
+    }
+    tables[("seq+K=20", 0, "test")] += _rows("oracle", {0: ("x", 1.0), 1: ("y", 1.0)})
+    mapping = {"swap+K=20": "seq+K=20", "swap+K=50": "seq+K=50"}
+    rows, differ = compare_cells(tables, mapping, ["ndcg@5"], replicates=100)
+    assert differ == []
+    # one row per paired cell, against its own reference; no bracketed rows with several
+    assert {(r.cell, r.reference): r.stats.mean for r in rows} == {
+        ("swap+K=20", "seq+K=20"): pytest.approx(0.125),
+        ("swap+K=50", "seq+K=50"): pytest.approx(-0.375),
+    }
+    assert reference_map("seq+K=20", ["swap+K=20", "seq+K=20"]) == {"swap+K=20": "seq+K=20"}
