@@ -37,12 +37,12 @@ from typing import Any, TextIO
 from flexrec.benchmark.curves import curve_auc, curve_points, mean_curve
 from flexrec.benchmark.grid import label
 from flexrec.benchmark.paired import (
-    reference_map,
     BOOTSTRAP_REPLICATES,
     BOOTSTRAP_SEED,
     PairedSummary,
     compare_cells,
     mean_se,
+    reference_map,
 )
 from flexrec.errors import ConfigError
 from flexrec.run_record import RECORDED_COMMANDS, read_task_metrics
