@@ -55,7 +55,16 @@ def _run(argv: list[str]) -> int:
     parser.add_argument(
         "--out", type=Path, help="output folder (default benchmarks/results/<grid>)"
     )
-    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (default 1)")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="runs in parallel (default 1; local launcher)"
+    )
+    parser.add_argument(
+        "--launcher",
+        choices=("local", "ray"),
+        default="local",
+        help="where runs execute: local processes (default) or tasks on the Ray cluster of "
+        "RAY_ADDRESS / a local Ray instance (pip install 'flexrec[ray]')",
+    )
     parser.add_argument("--filter", default=None, help="only cells whose name contains this")
     parser.add_argument("--dry-run", action="store_true", help="validate every cell, run nothing")
     args = parser.parse_args(argv)
@@ -75,7 +84,7 @@ def _run(argv: list[str]) -> int:
         return 0
     try:
         if sys.stdout.isatty():
-            done, skipped = _run_with_bar(grid, out, args.filter, args.jobs)
+            done, skipped = _run_with_bar(grid, out, args.filter, args.jobs, args.launcher)
         else:
             todo = sum(not r.result_path.exists() for r in runs)
             print(f"{len(runs)} runs, {len(runs) - todo} already finished", flush=True)
@@ -89,7 +98,9 @@ def _run(argv: list[str]) -> int:
                     flush=True,
                 )
 
-            done, skipped = run_grid(grid, out, args.filter, args.jobs, on_finish=line)
+            done, skipped = run_grid(
+                grid, out, args.filter, args.jobs, on_finish=line, launcher=args.launcher
+            )
     except GridRunError as exc:
         print(f"flexrec-bench: {exc}", file=sys.stderr)
         return 1
@@ -98,7 +109,9 @@ def _run(argv: list[str]) -> int:
     return 0
 
 
-def _run_with_bar(grid: Any, out: Path, pattern: str | None, jobs: int) -> tuple[int, int]:
+def _run_with_bar(
+    grid: Any, out: Path, pattern: str | None, jobs: int, launcher: str
+) -> tuple[int, int]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from flexrec.benchmark.runner import run_grid
@@ -110,7 +123,7 @@ def _run_with_bar(grid: Any, out: Path, pattern: str | None, jobs: int) -> tuple
         TimeElapsedColumn(),
     )
     with Progress(*columns) as progress:
-        return run_grid(grid, out, pattern, jobs, progress)
+        return run_grid(grid, out, pattern, jobs, progress, launcher=launcher)
 
 
 def _main(argv: list[str]) -> int:

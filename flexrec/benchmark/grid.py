@@ -19,6 +19,7 @@ A grid YAML::
       supervised_then_rl:                 # warm start: fit from the `supervised` cell's fit
         init_from: supervised             # checkpoint of the same seed (model.init_from)
         seeds: [0, 1]                     # a cell may run a subset of the grid's seeds
+    resources: {cpus: 1, gpus: 0}         # per run, for --launcher ray (cells may override)
     reference: swap+ua_grpo               # relative changes in the report are against this cell
                                           # (or {model.estimator: grpo}: each cell against the
                                           # cell with the same labels but grpo on that axis)
@@ -66,7 +67,7 @@ from flexrec.cli import yaml_error
 from flexrec.errors import ConfigError
 from flexrec.run_record import RECORDED_COMMANDS
 
-__all__ = ["CELL_NAME", "Cell", "Grid", "label", "load_grid"]
+__all__ = ["CELL_NAME", "RESOURCES", "Cell", "Grid", "label", "load_grid"]
 
 CELL_NAME = re.compile(r"(?!\.)[A-Za-z0-9_.,+=()@:-]{1,200}")
 """What a cell name must match: it becomes a folder name under the output folder, so no path
@@ -108,6 +109,8 @@ class Cell:
         init_from: the cell whose ``fit`` checkpoint (same seed) this cell's ``fit`` starts
             from, or None.
         seeds: the seeds this cell runs, a subset of the grid's (None: all of them).
+        resources: what one run of the cell needs from a Ray cluster (``cpus``, ``gpus``,
+            ``memory_gb``; see :data:`RESOURCES`); the local launcher ignores them.
     """
 
     name: str
@@ -115,6 +118,7 @@ class Cell:
     commands: tuple[str, ...]
     init_from: str | None = None
     seeds: tuple[int, ...] | None = None
+    resources: dict[str, float] = field(default_factory=dict)
 
     def config(self, base: DictConfig, seed: int, run_dir: Path) -> DictConfig:
         """The resolved config of this cell for one seed, writing under ``run_dir``."""
@@ -165,6 +169,30 @@ class Grid:
         while cell.init_from is not None:
             cell, depth = by_name[cell.init_from], depth + 1
         return depth
+
+
+RESOURCES = {"cpus": 1.0, "gpus": 0.0, "memory_gb": 0.0}
+"""The per-run resources a grid may declare (``resources:`` at the top or in a cell) and their
+defaults: CPUs (also the run's torch threads), GPUs and memory in GiB (0: not reserved). Used by
+``flexrec-bench --launcher ray`` (:mod:`flexrec.benchmark.ray_launcher`)."""
+
+
+def _resources(value: Any, where: str, defaults: dict[str, float]) -> dict[str, float]:
+    """``defaults`` updated with a ``resources`` mapping of non-negative numbers (cpus > 0)."""
+    if value is None:
+        return dict(defaults)
+    bad = not isinstance(value, dict) or set(value) - set(RESOURCES)
+    numbers = {} if bad else value
+    if bad or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in numbers.values()
+    ):
+        raise ConfigError(
+            f"{where}: resources must map {', '.join(RESOURCES)} to numbers >= 0, got {value!r}"
+        )
+    merged = {**defaults, **{k: float(v) for k, v in numbers.items()}}
+    if merged["cpus"] <= 0:
+        raise ConfigError(f"{where}: resources.cpus must be > 0, got {merged['cpus']}")
+    return merged
 
 
 def _commands(value: Any, where: str) -> tuple[str, ...]:
@@ -283,7 +311,8 @@ def load_grid(path: str | Path) -> Grid:
         raise ConfigError(f"{path}: not a valid YAML grid: {' '.join(str(exc).split())}") from exc
     if not isinstance(raw, dict) or "base" not in raw:
         raise ConfigError(f"{path}: a grid needs a 'base' config")
-    unknown = sorted(set(raw) - {"base", "seeds", "commands", "set", "axes", "cells", "reference"})
+    keys = {"base", "seeds", "commands", "set", "axes", "cells", "reference", "resources"}
+    unknown = sorted(set(raw) - keys)
     if unknown:
         raise ConfigError(f"{path}: unknown grid keys {unknown}")
     for key in ("set", "axes", "cells"):
@@ -306,6 +335,7 @@ def load_grid(path: str | Path) -> Grid:
         OmegaConf.update(base, key, value, merge=False)
     seeds = _seeds(raw.get("seeds", [0]), path)
     commands = _commands(raw.get("commands", ["fit", "test"]), str(path))
+    resources = _resources(raw.get("resources"), str(path), RESOURCES)
     axes: list[list[tuple[str, dict[str, Any]]]] = []
     axis_keys = [str(key) for key in raw.get("axes") or {}]
     for key, values in (raw.get("axes") or {}).items():
@@ -328,20 +358,32 @@ def load_grid(path: str | Path) -> Grid:
         name = "+".join(name for name, _ in combo) or "base"
         axis_labels[name] = tuple(name for name, _ in combo)
         # a bundle may carry its own commands (e.g. [validate, test] for an untrained baseline)
-        cell_commands = _commands(overrides.pop("commands", commands), f"{path}: cell {name!r}")
-        cells.append(Cell(name, overrides, cell_commands))
+        where = f"{path}: cell {name!r}"
+        cell_commands = _commands(overrides.pop("commands", commands), where)
+        cell_resources = _resources(overrides.pop("resources", None), where, resources)
+        cells.append(Cell(name, overrides, cell_commands, resources=cell_resources))
     for name, spec in (raw.get("cells") or {}).items():
         spec = spec or {}
-        if not isinstance(spec, dict) or set(spec) - {"set", "commands", "init_from", "seeds"}:
+        if not isinstance(spec, dict) or set(spec) - {
+            *("set", "commands", "init_from", "seeds", "resources")
+        }:
             raise ConfigError(
-                f"{path}: cell {name!r} takes only 'set', 'commands', 'init_from' and 'seeds'; "
-                f"got {spec!r}"
+                f"{path}: cell {name!r} takes only 'set', 'commands', 'init_from', 'seeds' and "
+                f"'resources'; got {spec!r}"
             )
         cell_commands = _commands(spec.get("commands", commands), f"{path}: cell {name!r}")
         init_from = None if spec.get("init_from") is None else str(spec["init_from"])
         cell_seeds = _cell_seeds(spec.get("seeds"), seeds, f"{path}: cell {name!r}")
+        cell_resources = _resources(spec.get("resources"), f"{path}: cell {name!r}", resources)
         cells.append(
-            Cell(str(name), dict(spec.get("set") or {}), cell_commands, init_from, cell_seeds)
+            Cell(
+                str(name),
+                dict(spec.get("set") or {}),
+                cell_commands,
+                init_from,
+                cell_seeds,
+                cell_resources,
+            )
         )
     names = [c.name for c in cells]
     for name in names:

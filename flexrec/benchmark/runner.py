@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -48,6 +48,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from flexrec.benchmark.child import PARENT_ENV
 from flexrec.benchmark.grid import Cell, Grid
+from flexrec.benchmark.ray_launcher import ray_session, run_on_ray
 from flexrec.benchmark.validate import validate_grid
 from flexrec.errors import FlexRecError, OutputError
 from flexrec.run_record import RUN_RECORD, task_metrics_file, write_json_atomic
@@ -305,6 +306,16 @@ def execute(run: Run, threads: int = 1) -> dict[str, Any]:
     return result
 
 
+def attempt(run: Run, threads: int = 1) -> str | None:
+    """:func:`execute` a run; why it failed (a command exited non-zero, no checkpoint to start
+    from), or None. A grid launcher's unit of work (also the Ray task)."""
+    try:
+        execute(run, threads)
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
 def _check_inside(run: Run) -> None:
     """Refuse a run whose folders are not strictly inside the output folder's ``runs`` and
     ``results`` (a symbolic link on the way, or a cell name that slipped past the grid's check):
@@ -394,6 +405,7 @@ def run_grid(
     jobs: int = 1,
     progress: Any = None,
     on_finish: Callable[[Run, str | None], None] | None = None,
+    launcher: str = "local",
 ) -> tuple[int, int]:
     """Run every unfinished run of the selected cells, holding the output folder's lock.
 
@@ -405,12 +417,16 @@ def run_grid(
         progress: a ``rich.progress.Progress`` to advance after each run, or None.
         on_finish: called after each run with the run and None, or the reason it failed (one
             call at a time).
+        launcher: ``local`` (a pool of ``jobs`` threads, each running one run's processes on
+            this machine) or ``ray`` (every run a Ray task with its cell's resources; ``jobs``
+            is ignored: :mod:`flexrec.benchmark.ray_launcher`).
 
     Returns:
         ``(runs executed, runs skipped because already finished)``.
 
     Raises:
         OutputError: another runner holds the output folder, or a run folder is not inside it.
+        ConfigError: ``--launcher ray`` without Ray, or a run asks for more than the cluster has.
         GridRunError: some runs failed (the others are finished).
         KeyboardInterrupt: SIGINT or SIGTERM (the running training processes are killed).
     """
@@ -435,15 +451,9 @@ def run_grid(
         failures: list[str] = []
         reporting = threading.Lock()
 
-        def one(run: Run) -> None:
-            if _children.stopping:
-                return
-            error = None
-            try:
-                execute(run, threads)
-            except RuntimeError as exc:
-                error = str(exc)
-                failures.append(f"{run.cell.name} seed {run.seed}: {exc}")
+        def report(run: Run, error: str | None) -> None:
+            if error is not None:
+                failures.append(f"{run.cell.name} seed {run.seed}: {error}")
             if _children.stopping:
                 return
             with reporting:  # one report at a time, in the order the runs finish
@@ -452,13 +462,23 @@ def run_grid(
                 if on_finish is not None:
                     on_finish(run, error)
 
-        # cells that start from another cell's checkpoint run after it (one wave per depth)
-        for depth in sorted({grid.depth(r.cell) for r in todo}):
-            pool = ThreadPoolExecutor(max_workers=max(jobs, 1))
-            try:
-                list(pool.map(one, [r for r in todo if grid.depth(r.cell) == depth]))
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
+        def one(run: Run) -> None:
+            if not _children.stopping:
+                report(run, attempt(run, threads))
+
+        session = ray_session() if launcher == "ray" else nullcontext(None)
+        with session as ray:
+            # cells that start from another cell's checkpoint run after it (one wave per depth)
+            for depth in sorted({grid.depth(r.cell) for r in todo}):
+                wave = [r for r in todo if grid.depth(r.cell) == depth]
+                if ray is not None:
+                    run_on_ray(ray, wave, attempt, report)
+                    continue
+                pool = ThreadPoolExecutor(max_workers=max(jobs, 1))
+                try:
+                    list(pool.map(one, wave))
+                finally:
+                    pool.shutdown(wait=True, cancel_futures=True)
     if failures:
         raise GridRunError(f"{len(failures)} run(s) failed; first: {failures[0]}")
     return len(todo), len(runs) - len(todo)
