@@ -32,3 +32,15 @@ def test_every_builtin_name_is_in_the_components_table() -> None:
                 assert row in text, (
                     f"{registry.kind} {entry.name!r} missing from docs/components.md"
                 )
+
+
+def test_every_contract_suite_is_described() -> None:
+    """docs/concepts/plugins.md says what each contract suite requires."""
+    from flexrec.testing import contracts
+
+    text = (DOCS / "concepts" / "plugins.md").read_text()
+    section = text[text.index("## Contracts: what each kind of component must do") :]
+    suites = [name for name in contracts.__all__ if name.endswith("Contract")]
+    assert len(suites) == 6
+    for suite in suites:
+        assert f"(`{suite}`)" in section, f"{suite} missing from the contracts section"
