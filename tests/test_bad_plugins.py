@@ -393,6 +393,18 @@ def test_non_finite_filled_gains_stop_fit_naming_the_need_and_the_feedback_model
     _nothing_written(tmp_path)
 
 
+@pytest.mark.usefixtures("flexrec_fresh_plugins")
+def test_a_need_from_the_plugins_config_key_is_found_and_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``model.plugins`` is loaded before the data module looks up its needs."""
+    status = _fit(
+        tmp_path, QUICKSTART, f"--model.plugins=[{__name__}]", "--data.init_args.needs=[nan_gains]"
+    )
+    _one_line_error(capsys, status, "need 'nan_gains' gave gain nan to task 0, candidate ")
+    _nothing_written(tmp_path)
+
+
 class _NaNGainsData(SyntheticDataModule):
     """The synthetic task with one NaN gain in the training split."""
 
