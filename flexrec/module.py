@@ -14,6 +14,12 @@ rewards into advantages with the estimator and minimises the clipped item-level 
 ``listmle`` trains on the gain-sorted ranking. The module only wires registry-built components:
 it has no switch on which objective, reward, estimator, policy or feedback model is used.
 
+Training stops with a one-line :class:`~flexrec.errors.PluginError` (or ``DataError``) naming the
+component at the first gain, reward or advantage it cannot use: a non-finite gain or gain variance
+(naming the need and the feedback model or data module), a reward or advantage of the wrong shape
+or not finite (naming the reward or estimator). The checks are shape comparisons and one
+``isfinite`` per tensor and batch.
+
 Evaluation logs ``{split}/{metric}/{need}`` (and ``{split}_{reference}/...``) and keeps each task's
 own values of the last evaluation of each split in :attr:`FlexRecModule.task_metrics` (the CLI
 writes them next to the run record). Validation inside ``fit`` also logs ``val/tasks_seen``: the
