@@ -30,7 +30,9 @@ class DataError(FlexRecError, ValueError):
 
 
 class PluginError(FlexRecError, RuntimeError):
-    """A plug-in failed to load or registers conflicting components."""
+    """A plug-in failed to load or registers conflicting components, or a component returned
+    what training cannot use (a need's non-finite gain, a reward of the wrong shape; see the
+    run-time checks in docs/concepts/plugins.md)."""
 
 
 class OutputError(FlexRecError, OSError):

@@ -33,6 +33,7 @@ from flexrec.checkpoints import (
 )
 from flexrec.errors import ConfigError
 from flexrec.module import FlexRecModule
+from flexrec.plugin.manager import load_plugins
 from flexrec.run_record import record_metrics, write_task_metrics
 
 __all__ = ["FlexRecCLI", "ValidationPoints"]
@@ -136,9 +137,13 @@ class FlexRecCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
-        """Default loggers (CSV + TensorBoard), checkpoints and a rich progress bar; a missing
+        """Load the ``model.plugins`` modules (the data module's needs may come from them);
+        default loggers (CSV + TensorBoard), checkpoints and a rich progress bar; a missing
         ``model.init_from`` checkpoint of a fresh ``fit`` fails here, before anything is built."""
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        # the data module is built (and its needs looked up) before the model that names the
+        # plug-ins, so a plug-in need in `data.needs` is only known if they are loaded now
+        load_plugins(cfg.model.get("plugins") or [])
         init_from = cfg.model.get("init_from") if self.subcommand == "fit" else None
         if init_from and not cfg.get("ckpt_path") and not Path(init_from).is_file():
             raise ConfigError(f"init_from {init_from!r}: no checkpoint file there")

@@ -14,6 +14,12 @@ rewards into advantages with the estimator and minimises the clipped item-level 
 ``listmle`` trains on the gain-sorted ranking. The module only wires registry-built components:
 it has no switch on which objective, reward, estimator, policy or feedback model is used.
 
+Training stops with a one-line :class:`~flexrec.errors.PluginError` (or ``DataError``) naming the
+component at the first gain, reward or advantage it cannot use: a non-finite gain or gain variance
+(naming the need and the feedback model or data module), a reward or advantage of the wrong shape
+or not finite (naming the reward or estimator). The checks are shape comparisons and one
+``isfinite`` per tensor and batch.
+
 Evaluation logs ``{split}/{metric}/{need}`` (and ``{split}_{reference}/...``) and keeps each task's
 own values of the last evaluation of each split in :attr:`FlexRecModule.task_metrics` (the CLI
 writes them next to the run record). Validation inside ``fit`` also logs ``val/tasks_seen``: the
@@ -33,12 +39,14 @@ import torch
 from torch import Tensor
 
 from flexrec.checkpoints import check_data_info, fingerprint
-from flexrec.errors import ConfigError, check_number
+from flexrec.errors import ConfigError, DataError, FlexRecError, PluginError, check_number
+from flexrec.estimators.base import check_advantages
 from flexrec.metrics import RankingMetrics, check_reference, reference_ranking
 from flexrec.objectives.base import Targets
 from flexrec.plugin.manager import load_plugins
 from flexrec.registry import registries
-from flexrec.types import DataInfo, RankingBatch
+from flexrec.rewards.base import check_reward_output
+from flexrec.types import DataInfo, RankingBatch, RewardOutput
 
 __all__ = ["FlexRecModule", "Spec"]
 
@@ -124,6 +132,10 @@ class FlexRecModule(L.LightningModule):
         load_plugins(plugins or [])
         self.reward = registries.reward.build(reward)
         self.estimator = registries.estimator.build(estimator)
+        # whoever calls them (the objective), their outputs are checked and a misbehaving
+        # plug-in is named (shapes and one isfinite per batch)
+        self.reward.register_forward_hook(_check_reward_call, with_kwargs=True)
+        self.estimator.register_forward_hook(_check_estimator_call, with_kwargs=True)
         self.feedback = None if feedback is None else registries.feedback.build(feedback)
         self.objective = registries.objective.build(
             objective,
@@ -290,6 +302,39 @@ class FlexRecModule(L.LightningModule):
             return batch.gains * batch.observed, None
         return self.feedback.fill(batch)
 
+    def _check_gains(
+        self, batch: RankingBatch, batch_idx: int, gains: Tensor, variance: Tensor | None
+    ) -> None:
+        """Stop at the first gain (or gain variance) training cannot use, naming its need and
+        where it came from: the feedback model that filled it, or the data module (a shape
+        check and one ``isfinite`` per tensor and batch)."""
+        tensors = (
+            {"gain": gains} if variance is None else {"gain": gains, "gain variance": variance}
+        )
+        shape = tuple(batch.gains.shape)
+        if all(tuple(t.shape) == shape and bool(torch.isfinite(t).all()) for t in tensors.values()):
+            return
+        source = (
+            f"the feedback model {self.feedback.name!r}"
+            if self.feedback is not None
+            else "the data module"
+        )
+        error: type[FlexRecError] = PluginError if self.feedback is not None else DataError
+        for what, value in tensors.items():
+            if tuple(value.shape) != shape:
+                raise error(
+                    f"{source} gave {what}s of shape {tuple(value.shape)} in training batch "
+                    f"{batch_idx}, expected {shape} ([B, K], one per candidate)"
+                )
+            bad = ~torch.isfinite(value)
+            if bool(bad.any()):
+                task, candidate = (int(i) for i in bad.nonzero()[0])
+                raise error(
+                    f"need {batch.need[task]!r}: non-finite {what} "
+                    f"({value[task, candidate].item():g}) from {source} in training batch "
+                    f"{batch_idx} (task {task}, candidate {candidate}); training stopped"
+                )
+
     def training_step(self, batch: RankingBatch, batch_idx: int) -> Tensor:
         """Compute the objective's targets and take ``ppo_epochs × minibatches`` steps."""
         hp = self.hparams
@@ -300,6 +345,7 @@ class FlexRecModule(L.LightningModule):
         torch.manual_seed(base * 1_000_003 + self.global_step * 7_919 + self.global_rank)
         with torch.no_grad():
             gains, variance = self._gains(batch)
+            self._check_gains(batch, batch_idx, gains, variance)
             targets = self.objective.targets(
                 batch,
                 gains,
@@ -395,6 +441,22 @@ class FlexRecModule(L.LightningModule):
         items = torch.gather(batch.candidate_ids, 1, ranking)
         metas = batch.meta or [{} for _ in range(batch.batch_size)]
         return [{**meta, "ranking": row.tolist()} for meta, row in zip(metas, items, strict=True)]
+
+
+def _check_reward_call(
+    reward: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+) -> None:
+    """Forward hook of the module's reward: :func:`~flexrec.rewards.base.check_reward_output`."""
+    rollout = args[1] if len(args) > 1 else kwargs["rollout"]
+    check_reward_output(reward, output, rollout)
+
+
+def _check_estimator_call(
+    estimator: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+) -> None:
+    """Forward hook of the module's estimator: :func:`~flexrec.estimators.base.check_advantages`."""
+    reward: RewardOutput = args[0] if args else kwargs["reward"]
+    check_advantages(estimator, output, reward)
 
 
 def _check_settings(hp: Any) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from flexrec.data.dataset import KUAIREC_SCALE
 from flexrec.plugin.manager import BUILTIN_PLUGINS
 from flexrec.registry import registries
 from flexrec.testing.contracts import (
@@ -43,6 +44,17 @@ class TestBuiltinNeeds(NeedContract):
     def need_spec(self, request: pytest.FixtureRequest) -> Any:
         if request.param is None:
             pytest.skip("no built-in needs registered yet")
+        return request.param
+
+
+class TestBuiltinNeedsOnWatchRatios(NeedContract):
+    """The built-in needs bound to KuaiRec's watch-ratio scale and 24-hour trend window."""
+
+    scale = KUAIREC_SCALE
+    trend_window = 86_400
+
+    @pytest.fixture(params=_builtin_names(registries.need))
+    def need_spec(self, request: pytest.FixtureRequest) -> Any:
         return request.param
 
 

@@ -23,7 +23,7 @@ import torch
 
 from flexrec.data.dataset import InteractionData
 from flexrec.data.features import NOVELTY, TREND, ItemClock, candidate_features
-from flexrec.needs.base import Need, NeedContext
+from flexrec.needs.base import Need, NeedContext, check_need_output
 
 __all__ = ["SPLITS", "TaskSet", "build_tasks", "split_users"]
 
@@ -259,8 +259,10 @@ def _assemble(
             trend=torch.from_numpy(features[..., TREND]),
         )
         true = torch.from_numpy(labels)
-        gains = need.gains(true, context).numpy().astype(np.float32)
-        relevant = need.relevant(true, context).numpy()
+        raw_gains, raw_relevant = need.gains(true, context), need.relevant(true, context)
+        check_need_output(need, raw_gains, raw_relevant, true, observed, f"the {split} split")
+        gains = torch.as_tensor(raw_gains).numpy().astype(np.float32)
+        relevant = torch.as_tensor(raw_relevant).numpy()
         if split == "train":
             instr = [need.instruction(rng, "train") for _ in range(len(users))]
         else:

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from flexrec.errors import PluginError
 from flexrec.needs.functional import interest
 
-__all__ = ["TEXT_STYLES", "ItemStats", "Need", "NeedContext"]
+__all__ = ["TEXT_STYLES", "ItemStats", "Need", "NeedContext", "check_need_output"]
 
 TEXT_STYLES = ("full", "compact")
 """Prompt text styles: ``full`` (self-describing sentences) and ``compact`` (the same facts but
@@ -199,3 +200,62 @@ class Need:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(threshold={self.threshold}, maximum={self.maximum})"
+
+
+def check_need_output(
+    need: Need, gains: Any, relevant: Any, labels: Tensor, observed: Any, where: str
+) -> None:
+    """Refuse gains or relevance flags that a need returned for ``labels`` and that training would
+    choke on, naming the need: a shape other than the labels' ``[..., K]``, or a gain of an
+    observed candidate that is not finite or outside ``[0, 1]``.
+
+    Cheap enough to run on every task set: shape checks, one ``isfinite`` and one range test.
+
+    Args:
+        need: the need that computed them.
+        gains: what ``need.gains(labels, context)`` returned.
+        relevant: what ``need.relevant(labels, context)`` returned.
+        labels: the labels ``[..., K]`` they were computed from.
+        observed: ``[..., K]`` bool, the candidates whose gains are used (the others are zeroed).
+        where: which tasks, for the message (e.g. ``"the train split"``).
+
+    Raises:
+        PluginError: e.g. ``need 'x' gave gain nan to task 3, candidate 1 of the train split
+            (label 4.0); a need's gains must be finite and in [0, 1]``.
+
+    Examples:
+        >>> from flexrec.data.dataset import MOVIELENS_SCALE
+        >>> from flexrec.needs.builtin import MaximizeInterest
+        >>> need = MaximizeInterest().bind(MOVIELENS_SCALE)
+        >>> labels = torch.tensor([[5.0, 2.0]])
+        >>> observed = torch.ones(1, 2, dtype=torch.bool)
+        >>> check_need_output(need, torch.tensor([1.0]), torch.ones(1, 2, dtype=torch.bool),
+        ...                   labels, observed, "the train split")
+        Traceback (most recent call last):
+        ...
+        flexrec.errors.PluginError: need 'maximize_interest' returned gains of shape (1,) for the labels of the train split, expected (1, 2) (one per candidate, like the labels)
+    """
+    shape = tuple(labels.shape)
+    for what, value in (("gains", gains), ("relevant", relevant)):
+        found = tuple(value.shape) if hasattr(value, "shape") else type(value).__name__
+        if found != shape:
+            raise PluginError(
+                f"need {need.name!r} returned {what} of shape {found} for the labels of {where}, "
+                f"expected {shape} (one per candidate, like the labels)"
+            )
+    dtype = torch.as_tensor(relevant).dtype
+    if dtype != torch.bool:
+        raise PluginError(
+            f"need {need.name!r} returned relevant of dtype {dtype} for the labels of {where}, "
+            "expected bool"
+        )
+    used = torch.where(torch.as_tensor(observed), torch.as_tensor(gains).double(), 0.0)
+    bad = ~torch.isfinite(used) | (used < -1e-6) | (used > 1 + 1e-6)
+    if bool(bad.any()):
+        index = tuple(int(i) for i in bad.nonzero()[0])
+        task = ", ".join(f"{i}" for i in index[:-1])
+        raise PluginError(
+            f"need {need.name!r} gave gain {used[index].item():g} to task {task}, candidate "
+            f"{index[-1]} of {where} (label {float(labels[index]):g}); a need's gains must be "
+            "finite and in [0, 1]"
+        )

@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import inspect
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
+from flexrec.errors import PluginError
 from flexrec.rewards import functional as F
 from flexrec.types import RankingBatch, RewardOutput, Rollout, gather_placed
 
-__all__ = ["Reward"]
+__all__ = ["Reward", "check_reward_output"]
 
 
 class Reward(nn.Module):
@@ -87,4 +89,54 @@ class Reward(nn.Module):
             list_metric=(placed * weights).sum(-1),
             weights=weights,
             variance=None if variance is None else gather_placed(variance, rollout.permutations),
+        )
+
+
+def check_reward_output(reward: nn.Module, output: Any, rollout: Rollout) -> None:
+    """Refuse what a reward returned for ``rollout`` when training cannot use it, naming the
+    reward: not a :class:`~flexrec.types.RewardOutput`, ``rewards`` or ``weights`` not shaped
+    ``[B, G, K]`` like the rollout's permutations, ``list_metric`` not ``[B, G]``, or a reward
+    that is not finite. :class:`~flexrec.module.FlexRecModule` runs it after every call of its
+    reward (shape checks and one ``isfinite`` per batch).
+
+    Raises:
+        PluginError: e.g. ``reward 'x' returned rewards of shape (4, 6), expected (4, 8, 6)
+            ([B, G, K]: one per placed item of the rollouts)``.
+
+    Examples:
+        >>> from flexrec.rewards.builtin import SwapReward
+        >>> rollout = Rollout(torch.tensor([[[0, 1], [1, 0]]]), torch.zeros(1, 2, 2))
+        >>> out = SwapReward()(torch.tensor([[1.0, 0.0]]), rollout)
+        >>> check_reward_output(SwapReward(), out, rollout)  # fine
+        >>> out.rewards = out.rewards[:, 0]
+        >>> check_reward_output(SwapReward(), out, rollout)
+        Traceback (most recent call last):
+        ...
+        flexrec.errors.PluginError: reward 'swap' returned rewards of shape (1, 2), expected (1, 2, 2) ([B, G, K]: one per placed item of the rollouts)
+    """
+    name = getattr(reward, "name", type(reward).__name__)
+    if not isinstance(output, RewardOutput):
+        raise PluginError(
+            f"reward {name!r} returned {type(output).__name__}, expected a RewardOutput"
+        )
+    shape = tuple(rollout.permutations.shape)
+    expected = (
+        ("rewards", shape, "[B, G, K]: one per placed item of the rollouts"),
+        ("weights", shape, "[B, G, K]: one per placed item of the rollouts"),
+        ("list_metric", shape[:2], "[B, G]: one per rollout"),
+    )
+    for field, want, meaning in expected:
+        value = getattr(output, field)
+        found = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        if found != want:
+            raise PluginError(
+                f"reward {name!r} returned {field} of shape {found}, expected {want} ({meaning})"
+            )
+    bad = ~torch.isfinite(output.rewards)
+    if bool(bad.any()):
+        index = tuple(int(i) for i in bad.nonzero()[0])
+        raise PluginError(
+            f"reward {name!r} returned a non-finite reward ({output.rewards[index].item():g} "
+            f"at task {index[0]}, rollout {index[1]}, rank {index[2]}), expected finite rewards "
+            "for finite gains"
         )

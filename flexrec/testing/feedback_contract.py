@@ -15,6 +15,14 @@ import torch
 
 from flexrec.registry import registries
 from flexrec.testing import fakes
+from flexrec.testing.checks import (
+    expect,
+    expect_close,
+    expect_equal,
+    expect_finite,
+    expect_in_range,
+    expect_shape,
+)
 from flexrec.testing.fakes import FeedbackCase
 
 __all__ = ["FeedbackModelContract"]
@@ -61,11 +69,13 @@ class FeedbackModelContract:
     def test_fit_returns_the_fitted_model(
         self, unfitted_feedback_model: Any, feedback_case: FeedbackCase
     ) -> None:
-        assert not unfitted_feedback_model.is_fitted
+        model = unfitted_feedback_model
+        expect(not model.is_fitted, "is_fitted before fit", "False", model.is_fitted)
         with pytest.raises(RuntimeError, match="not fitted"):
             unfitted_feedback_model.predict(feedback_case.batch)
-        assert unfitted_feedback_model.fit(feedback_case.train) is unfitted_feedback_model
-        assert unfitted_feedback_model.is_fitted
+        fitted = model.fit(feedback_case.train)
+        expect(fitted is model, "fit(data)", "the model itself", repr(fitted))
+        expect(model.is_fitted, "is_fitted after fit", "True", model.is_fitted)
 
     def test_fit_leaves_the_data_unchanged(
         self, unfitted_feedback_model: Any, feedback_case: FeedbackCase
@@ -75,8 +85,8 @@ class FeedbackModelContract:
         categories = data.item_categories.copy()
         unfitted_feedback_model.fit(data)
         for name, values in before.items():
-            np.testing.assert_array_equal(getattr(data, name), values)
-        np.testing.assert_array_equal(data.item_categories, categories)
+            expect_equal(f"training data {name!r} after fit", getattr(data, name), values)
+        expect_equal("training data item_categories after fit", data.item_categories, categories)
 
     def test_deterministic_given_its_seed(
         self, feedback_spec: Any, feedback_case: FeedbackCase
@@ -89,7 +99,7 @@ class FeedbackModelContract:
             model = registries.feedback.build(feedback_spec).fit(feedback_case.train)
             predictions.append(model.predict_labels(users, items))
         for first, second in zip(*predictions, strict=True):
-            np.testing.assert_array_equal(first, second)
+            expect_equal("predict_labels of a second fit (another global seed)", second, first)
 
     # ------------------------------------------------------------------ predict_labels
     def test_predict_labels_shapes_finite_and_variance_non_negative(
@@ -98,9 +108,10 @@ class FeedbackModelContract:
         users, items = _all_pairs(feedback_case)  # every pair, cold user and cold item included
         for shape in ((users.size,), (users.shape[0] // 8, 8)):
             mean, var = feedback_model.predict_labels(users.reshape(shape), items.reshape(shape))
-            assert np.shape(mean) == shape and np.shape(var) == shape
-            assert np.isfinite(mean).all() and np.isfinite(var).all()
-            assert (np.asarray(var) >= 0).all()
+            expect_shape("predict_labels mean", np.asarray(mean), shape)
+            expect_shape("predict_labels variance", np.asarray(var), shape)
+            expect_finite("predict_labels mean", np.asarray(mean))
+            expect_in_range("predict_labels variance", np.asarray(var), 0.0, np.inf, tolerance=0)
 
     def test_predict_labels_is_repeatable_and_pairwise(
         self, feedback_model: Any, feedback_case: FeedbackCase
@@ -109,12 +120,24 @@ class FeedbackModelContract:
         users, items = _all_pairs(feedback_case)
         mean, var = feedback_model.predict_labels(users, items)
         again = feedback_model.predict_labels(users, items)
-        np.testing.assert_array_equal(mean, again[0])
-        np.testing.assert_array_equal(var, again[1])
+        expect_equal("predict_labels mean, predicted again", again[0], mean)
+        expect_equal("predict_labels variance, predicted again", again[1], var)
         picks = np.array([0, 17, len(users) - 1])
         alone_mean, alone_var = feedback_model.predict_labels(users[picks], items[picks])
-        np.testing.assert_allclose(alone_mean, mean[picks], rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(alone_var, var[picks], rtol=1e-5, atol=1e-6)
+        expect_close(
+            "predict_labels mean of 3 pairs alone",
+            torch.as_tensor(alone_mean),
+            torch.as_tensor(mean[picks]),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+        expect_close(
+            "predict_labels variance of 3 pairs alone",
+            torch.as_tensor(alone_var),
+            torch.as_tensor(var[picks]),
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
     def test_learns_from_the_labels(self, feedback_model: Any, feedback_case: FeedbackCase) -> None:
         """On held-out pairs it beats predicting the global mean training label."""
@@ -124,7 +147,12 @@ class FeedbackModelContract:
         mean, _ = feedback_model.predict_labels(held.user, held.item)
         rmse = float(np.sqrt(np.mean((np.asarray(mean) - held.label) ** 2)))
         constant = float(np.sqrt(np.mean((feedback_case.train.label.mean() - held.label) ** 2)))
-        assert rmse < 0.9 * constant
+        expect(
+            rmse < 0.9 * constant,
+            "held-out RMSE",
+            f"< {0.9 * constant:.4f} (0.9 x the RMSE {constant:.4f} of the mean training label)",
+            f"{rmse:.4f}",
+        )
 
     # ------------------------------------------------------------------ predict / fill
     def test_observed_gains_pass_through_with_zero_variance(
@@ -133,11 +161,27 @@ class FeedbackModelContract:
         batch = feedback_case.batch
         for method in (feedback_model.predict, feedback_model.fill):
             mean, var = method(batch)
-            assert mean.shape == var.shape == batch.gains.shape
-            assert mean.is_floating_point() and var.is_floating_point()
-            assert mean.device == var.device == batch.gains.device
-            assert torch.equal(mean[batch.observed], batch.gains[batch.observed].to(mean.dtype))
-            assert (var[batch.observed] == 0).all()
+            what = f"{method.__name__}(batch)"
+            expect_shape(f"{what} mean [B, K]", mean, batch.gains.shape)
+            expect_shape(f"{what} variance [B, K]", var, batch.gains.shape)
+            for part, value in (("mean", mean), ("variance", var)):
+                expect(value.is_floating_point(), f"{what} {part} dtype", "floating", value.dtype)
+                expect(
+                    value.device == batch.gains.device,
+                    f"{what} {part} device",
+                    f"the batch's ({batch.gains.device})",
+                    value.device,
+                )
+            expect_equal(
+                f"{what} mean of observed candidates",
+                mean[batch.observed],
+                batch.gains[batch.observed].to(mean.dtype),
+            )
+            expect_equal(
+                f"{what} variance of observed candidates",
+                var[batch.observed],
+                torch.zeros_like(var[batch.observed]),
+            )
 
     def test_hidden_gains_are_finite_gain_moments(
         self, feedback_model: Any, feedback_case: FeedbackCase
@@ -146,17 +190,17 @@ class FeedbackModelContract:
         batch = feedback_case.batch
         mean, var = feedback_model.fill(batch)
         hidden = ~batch.observed
-        assert torch.isfinite(mean).all() and torch.isfinite(var).all()
-        assert ((mean[hidden] >= 0) & (mean[hidden] <= 1)).all()
-        assert ((var >= 0) & (var <= 0.25 + 1e-6)).all()
+        expect_finite("fill(batch) mean", mean)
+        expect_in_range("fill(batch) mean of hidden candidates", mean[hidden], 0.0, 1.0, 0.0)
+        expect_in_range("fill(batch) variance", var, 0.0, 0.25, tolerance=1e-6)
 
     def test_tasks_are_independent(self, feedback_model: Any, feedback_case: FeedbackCase) -> None:
         batch = feedback_case.batch
         mean, var = feedback_model.fill(batch)
         for b in range(batch.batch_size):
             alone_mean, alone_var = feedback_model.fill(batch.select([b]))
-            torch.testing.assert_close(alone_mean, mean[b : b + 1])
-            torch.testing.assert_close(alone_var, var[b : b + 1])
+            expect_close(f"fill mean of task {b} alone", alone_mean, mean[b : b + 1])
+            expect_close(f"fill variance of task {b} alone", alone_var, var[b : b + 1])
 
     def test_candidate_order_does_not_matter(
         self, feedback_model: Any, feedback_case: FeedbackCase
@@ -177,8 +221,8 @@ class FeedbackModelContract:
         )
         mean, var = feedback_model.fill(batch)
         moved_mean, moved_var = feedback_model.fill(shuffled)
-        torch.testing.assert_close(moved_mean, mean[:, order])
-        torch.testing.assert_close(moved_var, var[:, order])
+        expect_close("fill mean of the shuffled candidates", moved_mean, mean[:, order])
+        expect_close("fill variance of the shuffled candidates", moved_var, var[:, order])
 
     def test_a_need_it_was_not_fitted_with_is_named(
         self, feedback_model: Any, feedback_case: FeedbackCase
@@ -190,7 +234,8 @@ class FeedbackModelContract:
 
     def test_has_registered_name(self, unfitted_feedback_model: Any) -> None:
         cls = type(unfitted_feedback_model)
-        assert registries.feedback.get(cls.name) is cls
+        found = registries.feedback.get(cls.name) if cls.name in registries.feedback else None
+        expect(found is cls, f"feedback registry entry {cls.name!r}", cls.__qualname__, found)
 
 
 def _all_pairs(case: FeedbackCase) -> tuple[np.ndarray, np.ndarray]:

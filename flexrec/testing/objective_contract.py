@@ -25,6 +25,7 @@ from torch import Tensor
 from flexrec.objectives.base import ObjectiveLoss, Targets
 from flexrec.registry import registries
 from flexrec.testing.batches import make_batch
+from flexrec.testing.checks import expect, expect_close, expect_equal, expect_finite
 from flexrec.types import RankingBatch
 
 __all__ = ["ObjectiveContract"]
@@ -137,7 +138,12 @@ class ObjectiveContract:
             batch, targets = batch.select(index), targets.select(index)
         logprobs, steps = policy.log_probs(batch, targets.permutations, rollout=targets.rollout)
         out = objective.loss(logprobs, steps, targets, normalizer)
-        assert isinstance(out, ObjectiveLoss)
+        expect(
+            isinstance(out, ObjectiveLoss),
+            "objective.loss(...)",
+            "an ObjectiveLoss",
+            type(out).__name__,
+        )
         return out
 
     @staticmethod
@@ -153,29 +159,60 @@ class ObjectiveContract:
         targets = make_targets()
         b, k = objective_batch.batch_size, objective_batch.num_candidates
         perms = targets.permutations
-        assert perms.dtype == torch.long and perms.dim() == 3
-        assert perms.shape[0] == b and perms.shape[2] == k and perms.shape[1] >= 1
-        assert torch.equal(perms.sort(-1).values, torch.arange(k).expand_as(perms))
+        expect(perms.dtype == torch.long, "targets.permutations dtype", "torch.long", perms.dtype)
+        shape = tuple(perms.shape)
+        expect(
+            perms.dim() == 3 and shape[0] == b and shape[2] == k and shape[1] >= 1,
+            "targets.permutations shape",
+            f"[B, G, K] = ({b}, G >= 1, {k})",
+            shape,
+        )
+        expect_equal(
+            "sorted targets.permutations (each a permutation of 0..K-1)",
+            perms.sort(-1).values,
+            torch.arange(k).expand_as(perms),
+        )
         if targets.rollout is not None:
-            assert torch.equal(targets.rollout.permutations, perms)
+            expect_equal("targets.rollout.permutations", targets.rollout.permutations, perms)
         for name, value in targets.tensors.items():
-            assert value.shape[0] == b, f"targets.tensors[{name!r}] is not per task"
+            expect(
+                value.dim() >= 1 and value.shape[0] == b,
+                f"targets.tensors[{name!r}] shape",
+                f"one row per task (leading dimension B = {b})",
+                tuple(value.shape),
+            )
         for name, value in targets.logs.items():
-            assert value.dim() == 0 and torch.isfinite(value), f"targets.logs[{name!r}]"
+            _expect_finite_scalar(f"targets.logs[{name!r}]", value)
 
     def test_selected_targets_follow_their_tasks(self, make_targets: Any) -> None:
         targets = make_targets()
         sub = targets.select([2, 0])
-        assert torch.equal(sub.permutations, targets.permutations[[2, 0]])
+        expect_equal(
+            "targets.select([2, 0]).permutations", sub.permutations, targets.permutations[[2, 0]]
+        )
         for name, value in targets.tensors.items():
-            torch.testing.assert_close(sub.tensors[name], value[[2, 0]], msg=name)
+            expect_close(
+                f"targets.select([2, 0]).tensors[{name!r}]", sub.tensors[name], value[[2, 0]]
+            )
 
     def test_targets_are_deterministic_under_a_seed(self, make_targets: Any) -> None:
         first, again = make_targets(seed=5), make_targets(seed=5)
-        assert torch.equal(first.permutations, again.permutations)
-        assert first.tensors.keys() == again.tensors.keys()
+        expect_equal(
+            "permutations of targets under the same seed", again.permutations, first.permutations
+        )
+        expect_equal(
+            "names of targets.tensors under the same seed",
+            sorted(again.tensors),
+            sorted(first.tensors),
+        )
         for name, value in first.tensors.items():
-            torch.testing.assert_close(value, again.tensors[name], rtol=0, atol=0, msg=name)
+            expect_close(
+                f"targets.tensors[{name!r}] under the same seed",
+                again.tensors[name],
+                value,
+                rtol=0,
+                atol=0,
+            )
 
     def test_targets_are_constants_of_the_loss(
         self,
@@ -185,7 +222,8 @@ class ObjectiveContract:
         make_targets: Any,
     ) -> None:
         targets = make_targets(grad=True)
-        assert not any(v.requires_grad for v in targets.tensors.values())
+        with_grad = [name for name, v in targets.tensors.items() if v.requires_grad]
+        expect(not with_grad, "targets.tensors", "no tensor with a gradient", with_grad)
         leaves = {
             name: value.detach().clone().requires_grad_(True)
             for name, value in targets.tensors.items()
@@ -195,7 +233,12 @@ class ObjectiveContract:
         out = self._loss(objective, objective_policy, objective_batch, targets)
         out.loss.backward()
         for name, leaf in leaves.items():
-            assert leaf.grad is None or not leaf.grad.any(), f"gradient flows into {name!r}"
+            expect(
+                leaf.grad is None or not leaf.grad.any(),
+                f"gradient of the loss for targets.tensors[{name!r}]",
+                "none (targets are constants)",
+                "a non-zero gradient",
+            )
 
     def test_loss_is_a_finite_scalar_with_a_gradient(
         self,
@@ -206,22 +249,32 @@ class ObjectiveContract:
     ) -> None:
         targets = make_targets()
         out = self._loss(objective, objective_policy, objective_batch, targets)
-        assert out.loss.dim() == 0 and torch.isfinite(out.loss) and out.loss.requires_grad
+        _expect_finite_scalar("loss", out.loss)
+        expect(out.loss.requires_grad, "loss.requires_grad", "True", False)
         for name, value in out.logs.items():
-            assert value.dim() == 0 and torch.isfinite(value) and not value.requires_grad, name
+            _expect_finite_scalar(f"logs[{name!r}]", value)
+            expect(not value.requires_grad, f"logs[{name!r}]", "detached", "requires_grad")
         shown = {"loss", *out.logs, *targets.logs}
-        assert set(targets.prog_bar) <= shown, "prog_bar names keys that are not logged"
+        unknown = sorted(set(targets.prog_bar) - shown)
+        expect(not unknown, "targets.prog_bar", f"logged keys ({sorted(shown)})", unknown)
         objective_policy.zero_grad()
         out.loss.backward()
         grads = self._grads(objective_policy)
-        assert all(torch.isfinite(g).all() for g in grads)
-        assert any(g.any() for g in grads), "the loss has no gradient for the policy"
+        for i, grad in enumerate(grads):
+            expect_finite(f"gradient of policy parameter {i}", grad)
+        expect(
+            any(g.any() for g in grads),
+            "gradient of the loss for the policy",
+            "non-zero for some parameter",
+            "zero everywhere",
+        )
 
     def test_normalizer_is_a_positive_scalar(self, objective: Any, make_targets: Any) -> None:
         targets = make_targets()
         normalizer = torch.as_tensor(objective.normalizer(targets))
-        assert normalizer.dim() == 0 and torch.isfinite(normalizer) and normalizer >= 1
-        assert not normalizer.requires_grad
+        _expect_finite_scalar("normalizer(targets)", normalizer)
+        expect(normalizer >= 1, "normalizer(targets)", ">= 1", normalizer.item())
+        expect(not normalizer.requires_grad, "normalizer(targets)", "no gradient", "one")
 
     def test_micro_batches_add_up_to_the_minibatch(
         self,
@@ -249,12 +302,26 @@ class ObjectiveContract:
             for name, value in out.logs.items():
                 logs[name] = logs.get(name, torch.zeros(())) + value
         atol = self.tolerance
-        torch.testing.assert_close(loss, whole.loss.detach(), rtol=0.0, atol=atol)
-        assert logs.keys() == whole.logs.keys()
+        expect_close(
+            "summed micro-batch losses vs the minibatch loss",
+            loss,
+            whole.loss.detach(),
+            rtol=0.0,
+            atol=atol,
+        )
+        expect_equal("micro-batch log names", sorted(logs), sorted(whole.logs))
         for name, value in whole.logs.items():
-            torch.testing.assert_close(logs[name], value, rtol=0.0, atol=atol, msg=name)
-        for got, want in zip(self._grads(objective_policy), expected, strict=True):
-            torch.testing.assert_close(got, want, rtol=0.0, atol=atol)
+            expect_close(
+                f"summed micro-batch logs[{name!r}]", logs[name], value, rtol=0.0, atol=atol
+            )
+        for i, (got, want) in enumerate(zip(self._grads(objective_policy), expected, strict=True)):
+            expect_close(
+                f"summed micro-batch gradient of policy parameter {i}",
+                got,
+                want,
+                rtol=0.0,
+                atol=atol,
+            )
 
     def test_a_small_step_along_the_gradient_lowers_the_loss(
         self,
@@ -274,7 +341,21 @@ class ObjectiveContract:
                 if p.grad is not None:
                     p.sub_(1e-3 * p.grad / norm)
             after = self._loss(objective, objective_policy, objective_batch, targets).loss
-        assert after < before.detach()
+        expect(
+            after < before.detach(),
+            "loss after a 1e-3 step against its gradient",
+            f"< {before.item():.6g} (the loss before)",
+            f"{after.item():.6g}",
+        )
 
     def test_has_registered_name(self, objective: Any) -> None:
-        assert registries.objective.get(type(objective).name) is type(objective)
+        cls = type(objective)
+        found = registries.objective.get(cls.name) if cls.name in registries.objective else None
+        expect(found is cls, f"objective registry entry {cls.name!r}", cls.__qualname__, found)
+
+
+def _expect_finite_scalar(what: str, value: Tensor) -> None:
+    __tracebackhide__ = True
+    value = torch.as_tensor(value)
+    expect(value.dim() == 0, what, "a scalar (0-dim tensor)", f"shape {tuple(value.shape)}")
+    expect_finite(what, value)

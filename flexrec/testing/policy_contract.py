@@ -14,6 +14,7 @@ import torch
 
 from flexrec.registry import registries
 from flexrec.testing.batches import make_batch
+from flexrec.testing.checks import expect, expect_close, expect_equal, expect_shape
 from flexrec.types import RankingBatch
 
 __all__ = ["PolicyContract"]
@@ -81,14 +82,29 @@ class PolicyContract:
         b, k = policy_batch.batch_size, policy_batch.num_candidates
         torch.manual_seed(0)
         rollout = policy.sample(policy_batch, group_size=5)
-        assert rollout.permutations.shape == (b, 5, k)
-        assert rollout.logprobs.shape == (b, 5, k)
-        assert rollout.step_logprobs.shape == (b, 5, k, k)
+        expect_shape("sample(batch, 5).permutations [B, G, K]", rollout.permutations, (b, 5, k))
+        expect_shape("sample(batch, 5).logprobs [B, G, K]", rollout.logprobs, (b, 5, k))
+        expect_shape(
+            "sample(batch, 5).step_logprobs [B, G, K, K]", rollout.step_logprobs, (b, 5, k, k)
+        )
         expected = torch.arange(k).expand(b, 5, k)
-        assert torch.equal(rollout.permutations.sort(-1).values, expected)
+        expect_equal(
+            "sorted sampled permutations (each a permutation of 0..K-1)",
+            rollout.permutations.sort(-1).values,
+            expected,
+        )
         # The last placed item is forced: log-probability exactly 0.
-        assert torch.all(rollout.logprobs[..., -1] == 0)
-        assert torch.all(rollout.logprobs <= 0)
+        expect_equal(
+            "log-probability of the last (forced) item",
+            rollout.logprobs[..., -1],
+            torch.zeros_like(rollout.logprobs[..., -1]),
+        )
+        expect(
+            torch.all(rollout.logprobs <= 0),
+            "sampled log-probabilities",
+            "values <= 0",
+            f"maximum {rollout.logprobs.max().item():.6g}",
+        )
 
     def test_sample_logprobs_equal_recomputed(
         self, policy: Any, policy_batch: RankingBatch
@@ -99,16 +115,36 @@ class PolicyContract:
             policy_batch, rollout.permutations, rollout=rollout
         )
         if self.trainable:
-            assert logprobs.requires_grad
-        torch.testing.assert_close(logprobs.detach(), rollout.logprobs, atol=1e-5, rtol=0)
+            expect(logprobs.requires_grad, "log_probs(...).requires_grad", "True", False)
+        expect_close(
+            "recomputed log-probabilities",
+            logprobs.detach(),
+            rollout.logprobs,
+            atol=1e-5,
+            rtol=0,
+        )
         finite = rollout.step_logprobs > -torch.inf
-        assert torch.equal(step_logprobs > -torch.inf, finite)
-        torch.testing.assert_close(
-            step_logprobs.detach()[finite], rollout.step_logprobs[finite], atol=1e-5, rtol=1e-6
+        expect_equal(
+            "recomputed step log-probabilities > -inf (the candidates still available)",
+            step_logprobs > -torch.inf,
+            finite,
+        )
+        expect_close(
+            "recomputed step log-probabilities",
+            step_logprobs.detach()[finite],
+            rollout.step_logprobs[finite],
+            atol=1e-5,
+            rtol=1e-6,
         )
         if rollout.reasoning is None:  # nothing but the permutations is needed to rebuild them
             again, _ = policy.log_probs(policy_batch, rollout.permutations)
-            torch.testing.assert_close(again.detach(), rollout.logprobs, atol=1e-5, rtol=0)
+            expect_close(
+                "log-probabilities recomputed from the permutations alone",
+                again.detach(),
+                rollout.logprobs,
+                atol=1e-5,
+                rtol=0,
+            )
 
     def test_logprobs_are_those_of_temperature_one(
         self, policy: Any, policy_batch: RankingBatch
@@ -116,12 +152,19 @@ class PolicyContract:
         """A sampling temperature changes which items are drawn, not the recorded log-probs."""
         torch.manual_seed(4)
         rollout = policy.sample(policy_batch, group_size=2, temperature=0.7)
-        assert torch.equal(
+        expect_equal(
+            "sorted permutations sampled at temperature 0.7",
             rollout.permutations.sort(-1).values,
             torch.arange(policy_batch.num_candidates).expand_as(rollout.permutations),
         )
         logprobs, _ = policy.log_probs(policy_batch, rollout.permutations, rollout=rollout)
-        torch.testing.assert_close(logprobs.detach(), rollout.logprobs, atol=1e-5, rtol=0)
+        expect_close(
+            "temperature-1 log-probabilities of a temperature-0.7 sample (recorded vs recomputed)",
+            logprobs.detach(),
+            rollout.logprobs,
+            atol=1e-5,
+            rtol=0,
+        )
 
     def test_each_task_alone_matches_the_padded_batch(
         self, policy: Any, policy_batch: RankingBatch
@@ -134,8 +177,12 @@ class PolicyContract:
                 rollout.permutations[b : b + 1],
                 rollout=rollout.select([b]),
             )
-            torch.testing.assert_close(
-                alone.detach(), rollout.logprobs[b : b + 1], atol=1e-5, rtol=0
+            expect_close(
+                f"log-probabilities of task {b} alone vs in the padded batch",
+                alone.detach(),
+                rollout.logprobs[b : b + 1],
+                atol=1e-5,
+                rtol=0,
             )
 
     def test_step_distributions_sum_to_one_over_remaining(
@@ -144,13 +191,28 @@ class PolicyContract:
         b, k = policy_batch.batch_size, policy_batch.num_candidates
         rollout = policy.sample(policy_batch, group_size=2)
         probs = rollout.step_logprobs.exp()
-        torch.testing.assert_close(probs.sum(-1), torch.ones(b, 2, k), atol=1e-5, rtol=0)
+        expect_close(
+            "per-step probabilities summed over the candidates",
+            probs.sum(-1),
+            torch.ones(b, 2, k),
+            atol=1e-5,
+            rtol=0,
+        )
         # Placed candidates have probability exactly 0; step k has K - k remaining candidates.
         remaining = (rollout.step_logprobs > -torch.inf).sum(-1)
-        assert torch.equal(remaining, torch.arange(k, 0, -1).expand(b, 2, k))
+        expect_equal(
+            "candidates with probability > 0 at each step",
+            remaining,
+            torch.arange(k, 0, -1).expand(b, 2, k),
+        )
         for step in range(1, k):
             placed = rollout.permutations[:, :, :step]
-            assert torch.all(rollout.step_logprobs[:, :, step].gather(-1, placed) == -torch.inf)
+            already = rollout.step_logprobs[:, :, step].gather(-1, placed)
+            expect_equal(
+                f"step {step} log-probabilities of the candidates placed before it",
+                already,
+                torch.full_like(already, -torch.inf),
+            )
 
     def test_greedy_rank_is_deterministic_and_matches_argmax(
         self, policy: Any, policy_batch: RankingBatch
@@ -159,12 +221,16 @@ class PolicyContract:
         first = policy.rank(policy_batch)
         torch.manual_seed(123)
         second = policy.rank(policy_batch)
-        assert torch.equal(first, second)
-        assert torch.equal(first.sort(-1).values, torch.arange(k).expand(b, k))
+        expect_equal("rank(batch) again, under another seed", second, first)
+        expect_equal(
+            "sorted rank(batch) (a permutation of 0..K-1)",
+            first.sort(-1).values,
+            torch.arange(k).expand(b, k),
+        )
         greedy = policy.sample(policy_batch, group_size=1, temperature=0.0)
-        assert torch.equal(greedy.permutations[:, 0], first)
+        expect_equal("sample at temperature 0 vs rank(batch)", greedy.permutations[:, 0], first)
         _, steps = policy.log_probs(policy_batch, greedy.permutations, rollout=greedy)
-        assert torch.equal(steps[:, 0].argmax(-1), first)
+        expect_equal("argmax of each step's log-probabilities", steps[:, 0].argmax(-1), first)
 
     def test_reference_equals_initial_policy_and_gradient_step_changes_policy(
         self, policy: Any, policy_batch: RankingBatch
@@ -178,35 +244,73 @@ class PolicyContract:
         rollout = policy.sample(batch, group_size=4)
         before, _ = policy.log_probs(batch, rollout.permutations, rollout=rollout)
         ref, ref_steps = policy.reference_log_probs(batch, rollout.permutations, rollout=rollout)
-        torch.testing.assert_close(ref, before.detach(), atol=1e-6, rtol=0)
+        expect_close(
+            "reference log-probabilities vs the initial policy's",
+            ref,
+            before.detach(),
+            atol=1e-6,
+            rtol=0,
+        )
         params = policy.trainable_parameters()
         if not self.trainable:
-            assert params == []
-            assert not ref.requires_grad and not ref_steps.requires_grad
+            expect(params == [], "trainable_parameters()", "[] (trainable = False)", len(params))
+            expect(
+                not ref.requires_grad and not ref_steps.requires_grad,
+                "reference log-probabilities",
+                "no gradient",
+                "requires_grad",
+            )
             return
-        assert params and all(p.requires_grad for p in params)
+        expect(params, "trainable_parameters()", "at least one parameter", "none")
+        frozen = sum(not p.requires_grad for p in params)
+        expect(not frozen, "trainable_parameters()", "requires_grad on each", f"{frozen} frozen")
         optimizer = torch.optim.SGD(params, lr=1e-3)
         # Push up the first rollout's log-likelihood.
         loss = -before[:, 0].sum()
         loss.backward()
-        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
+        expect(
+            any(p.grad is not None and p.grad.abs().sum() > 0 for p in params),
+            "gradients of the first rollout's log-likelihood",
+            "a non-zero gradient for some parameter",
+            "none",
+        )
         optimizer.step()
         after, _ = policy.log_probs(batch, rollout.permutations, rollout=rollout)
-        assert after[:, 0].sum() > before[:, 0].sum() + 1e-4
+        gain = (after[:, 0].sum() - before[:, 0].sum()).item()
+        expect(
+            gain > 1e-4,
+            "log-likelihood gained by one SGD step along its gradient",
+            "> 1e-4",
+            f"{gain:.3g}",
+        )
         # pi_ref has not moved.
         ref_after, ref_steps_after = policy.reference_log_probs(
             batch, rollout.permutations, rollout=rollout
         )
-        torch.testing.assert_close(ref_after, ref, atol=1e-6, rtol=0)
-        torch.testing.assert_close(ref_steps_after, ref_steps, atol=1e-6, rtol=0)
-        assert not ref_after.requires_grad
+        expect_close("reference log-probabilities after a step", ref_after, ref, atol=1e-6, rtol=0)
+        expect_close(
+            "reference step log-probabilities after a step",
+            ref_steps_after,
+            ref_steps,
+            atol=1e-6,
+            rtol=0,
+        )
+        expect(not ref_after.requires_grad, "reference log-probabilities", "no gradient", "one")
 
     def test_group_of_one_and_two_candidates(self, policy: Any) -> None:
         small = self.make_batch(batch_size=2, num_candidates=2, seed=4)
         rollout = policy.sample(small, group_size=1)
-        assert rollout.permutations.shape == (2, 1, 2)
+        expect_shape("sample(2 tasks of 2, 1).permutations", rollout.permutations, (2, 1, 2))
         logprobs, _ = policy.log_probs(small, rollout.permutations, rollout=rollout)
-        torch.testing.assert_close(logprobs.detach(), rollout.logprobs, atol=1e-5, rtol=0)
+        expect_close(
+            "recomputed log-probabilities (2 candidates, 1 rollout)",
+            logprobs.detach(),
+            rollout.logprobs,
+            atol=1e-5,
+            rtol=0,
+        )
 
     def test_has_registered_name(self, policy: Any) -> None:
-        assert registries.policy.get(type(policy).name) is type(policy)
+        cls = type(policy)
+        found = registries.policy.get(cls.name) if cls.name in registries.policy else None
+        expect(found is cls, f"policy registry entry {cls.name!r}", cls.__qualname__, found)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from flexrec.data.dataset import KUAIREC_SCALE, LabelScale
 from flexrec.testing.contracts import EstimatorContract, NeedContract, RewardContract
 from flexrec.testing.objective_contract import ObjectiveContract
 
@@ -26,6 +27,15 @@ class TestRLOOUncertaintyClippedContract(EstimatorContract):
 
 class TestHiddenGemsContract(NeedContract):
     spec: ClassVar[Any] = {"name": "hidden_gems", "args": {"max_trend": 0.25}}
+
+
+class TestHiddenGemsOnWatchRatiosContract(NeedContract):
+    """The same checks (gains finite and in [0, 1], sampled labels, candidate order) on KuaiRec's
+    watch-ratio scale and its 24-hour trend window."""
+
+    spec: ClassVar[Any] = "hidden_gems"
+    scale: ClassVar[LabelScale] = KUAIREC_SCALE
+    trend_window: ClassVar[int] = 86_400
 
 
 class TestPairwiseLogisticContract(ObjectiveContract):
