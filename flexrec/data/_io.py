@@ -108,12 +108,12 @@ def read_table(
     required: Sequence[str] = (),
     encoding: str = "utf-8",
     engine: str = "c",
-    text: bool = False,
+    as_text: bool = False,
 ) -> pd.DataFrame:
     """Read a delimited file, headerless (``names``) or with a header row.
 
-    Headerless files, and any file with ``text``, are read as text (every cell a string, empty
-    cells NaN with ``text``), so identifiers keep their exact spelling (``007``).
+    Headerless files, and any file with ``as_text``, are read as text (every cell a string, empty
+    cells NaN with ``as_text``), so identifiers keep their exact spelling (``007``).
 
     ``'::'`` files (MovieLens 1M) are read by the fast C parser after rewriting the separator.
 
@@ -134,7 +134,7 @@ def read_table(
             source,
             sep=parse_sep,
             header=None if names is not None else 0,
-            dtype=str if names is not None or text else None,
+            dtype=str if names is not None or as_text else None,
             encoding=encoding,
             engine=engine,
             keep_default_na=names is None,

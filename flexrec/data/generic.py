@@ -53,7 +53,7 @@ def _read(path: Path, sep: str | None) -> tuple[pd.DataFrame, str]:
     how = "given"
     if sep is None:
         sep, how = infer_separator(path)
-    frame = read_table(path, sep, text=True)
+    frame = read_table(path, sep, as_text=True)
     frame.attrs["sep"] = sep
     return frame, f"{sep_name(sep)}-separated ({how})"
 
