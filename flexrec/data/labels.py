@@ -110,7 +110,7 @@ def choose_scale(
         low, high = float(values[0]), float(values[-1])
         tau = (low + high) / 2
         scale = LabelScale(low, high, tau, (tau + high) / 2, name, rule="range")
-        return scale, why or f"range: midpoints of {low:g}–{high:g}"
+        return scale, why or f"range: midpoints of {low:,g}–{high:,g}"
     if rule != "quantile":
         raise DataError(f"unknown label rule {rule!r}; valid: auto, range, quantile, interacted")
     q_tau, q_rel, q_top = (float(v) for v in np.quantile(labels, list(quantiles)))

@@ -130,7 +130,7 @@ def test_quantile_thresholds_of_counts(plays_file: Path) -> None:
     s = data.scale
     assert (s.rule, s.name) == ("quantile", "plays")
     assert (s.threshold, s.relevant, s.maximum, s.minimum) == (q50, q75, q95, 1.0)
-    assert data.label.max() == 328_823  # raw counts are kept
+    assert data.label.max() == 443_745  # raw counts are kept
     # about half the interactions carry interest, whatever the units
     assert 0.45 < np.mean(data.label > s.threshold) < 0.55
     custom = load_interactions(plays_file, columns=PLAYS, quantiles=(0.25, 0.5, 0.99))
@@ -222,7 +222,7 @@ def test_separator_names() -> None:
 def test_without_timestamps_row_order_is_time(plays_file: Path) -> None:
     data = load_interactions(plays_file, columns=PLAYS)
     assert data.time_unit == "rows"
-    assert data.trend_window == 7_291 // 20
+    assert data.trend_window == 7_236 // 20
     # the row number is the time: each user's rows keep their file order
     frame = __import__("pandas").read_csv(plays_file, sep="\t")
     first = frame[frame.user == "user_0000"]
@@ -233,7 +233,7 @@ def test_without_timestamps_row_order_is_time(plays_file: Path) -> None:
     note = row_order_note(data)
     assert note == (
         "my_plays has no timestamps: row order stands in for time (history order, cut points, "
-        "statistics before a cut, trend window of 364 rows)"
+        "statistics before a cut, trend window of 361 rows)"
     )
     assert load_interactions(plays_file, columns=PLAYS, trend_window=50).trend_window == 50
 
@@ -254,15 +254,15 @@ def test_rows_sorted_by_label_are_pointed_out(tmp_path: Path) -> None:
 
 def test_info_lines_say_what_was_chosen(plays_file: Path, clicks_file: Path) -> None:
     lines = info_lines(load_interactions(plays_file, columns=PLAYS))
-    assert lines[0] == "my_plays: 7,291 interactions, 240 users, 300 items, 0 categories"
+    assert lines[0] == "my_plays: 7,236 interactions, 240 users, 300 items, 0 categories"
     assert lines[1].endswith(
         "my_plays.tsv: tab-separated (the .tsv suffix); columns user=user, item=artist, label=plays"
     )
     assert lines[2] == (
-        "labels: auto: 1,504 distinct values from 1 to 328,823 look like counts; "
+        "labels: auto: 1,155 distinct values from 1 to 443,745 look like counts; "
         "quantiles 0.5/0.75/0.95 of the labels"
     )
-    assert lines[3].startswith("thresholds: interest above τ = 44 plays, full at ")
+    assert lines[3].startswith("thresholds: interest above τ = 30 plays, full at ")
     assert lines[4].startswith("time: my_plays has no timestamps")
     clicks = info_lines(
         load_interactions(clicks_file, columns={"item": "artist", "label": "interacted"})

@@ -34,11 +34,11 @@ def test_data_info_prints_the_thresholds_it_chose(
 ) -> None:
     assert main(["data", "info", str(plays_file), *PLAYS]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "my_plays: 7,291 interactions, 240 users, 300 items, 0 categories"
-    assert out[2].startswith("labels: auto: 1,504 distinct values from 1 to 328,823 look like")
+    assert out[0] == "my_plays: 7,236 interactions, 240 users, 300 items, 0 categories"
+    assert out[2].startswith("labels: auto: 1,155 distinct values from 1 to 443,745 look like")
     assert (
         out[3]
-        == "thresholds: interest above τ = 44 plays, full at 3,011.5; relevant from 243 (labels from 1)"
+        == "thresholds: interest above τ = 30 plays, full at 1,488.5; relevant from 141 (labels from 1)"
     )
     assert out[4].startswith("time: my_plays has no timestamps: row order stands in for time")
     assert main(["data", "info", str(clicks_file), "--column", "item=artist,label=interacted"]) == 0
@@ -51,7 +51,7 @@ def test_data_info_prints_the_thresholds_it_chose(
     assert (
         main(["data", "info", str(plays_file), *PLAYS, "--quantiles", "0.9", "0.95", "0.99"]) == 0
     )
-    assert "interest above τ = 1,184 plays, full at 16,647.3;" in capsys.readouterr().out
+    assert "interest above τ = 599.5 plays, full at 7,097.75;" in capsys.readouterr().out
     scale = "minimum=1,maximum=5000,threshold=100,relevant=1000"
     assert main(["data", "info", str(plays_file), *PLAYS, "--label-scale", scale]) == 0
     out = capsys.readouterr().out
@@ -67,9 +67,9 @@ def test_data_info_reads_the_loader_of_a_fit_config(
     init = {"dataset": str(plays_file), "loader": loader}
     config.write_text(yaml.safe_dump({"data": {"init_args": init}}))
     assert main(["data", "info", "--config", str(config)]) == 0
-    assert "interest above τ = 44 plays" in capsys.readouterr().out
+    assert "interest above τ = 30 plays" in capsys.readouterr().out
     assert main(["data", "info", "--config", str(config), "--labels", "range"]) == 0
-    assert "interest above τ = 164,412 plays" in capsys.readouterr().out  # the flag wins
+    assert "interest above τ = 221,873 plays" in capsys.readouterr().out  # the flag wins
 
 
 @pytest.mark.parametrize(
@@ -190,7 +190,7 @@ def test_implicit_files_train_end_to_end(
     warnings = [ln for ln in _lines(capsys.readouterr().err) if ln.startswith("flexrec: warning")]
     assert warnings == [
         f"flexrec: warning: {path.stem} has no timestamps: row order stands in for time (history "
-        "order, cut points, statistics before a cut, trend window of 364 rows)"
+        "order, cut points, statistics before a cut, trend window of 361 rows)"
     ]
     metrics = _metrics(tmp_path)
     losses = metrics["train/loss"].dropna()

@@ -112,7 +112,7 @@ def test_a_bare_interaction_log_gives_ranking_tasks(clicks_file: Path) -> None:
     assert module.negatives == 5  # half of num_candidates for interacted labels
     assert notes == [
         "my_clicks has no timestamps: row order stands in for time (history order, cut points, "
-        "statistics before a cut, trend window of 364 rows)"
+        "statistics before a cut, trend window of 361 rows)"
     ]
     assert _ndcg5(module, "oracle") == 1.0 and _ndcg5(module, "random") < 0.75
     # string ids reach the batches' meta (this used to crash mid-fit)
@@ -139,13 +139,13 @@ def test_play_counts_give_ranking_tasks(plays_file: Path) -> None:
 
 
 def test_the_old_midpoint_scale_on_counts_is_refused(plays_file: Path) -> None:
-    # τ halfway to 328,823 plays: no candidate of any task has any interest
+    # τ halfway to 443,745 plays: no candidate of any task has any interest
     with pytest.raises(DataError) as info:
         _setup(_module(plays_file, PLAYS | {"labels": "range"}))
     assert str(info.value) == (
         "maximize_interest: all 768 train tasks give every candidate the same gain, so no ranking "
         "beats another (oracle = random); no candidate label is above the interest threshold "
-        "τ = 164,412 plays: lower it (loader.labels: quantile, or loader.label_scale)"
+        "τ = 221,873 plays: lower it (loader.labels: quantile, or loader.label_scale)"
     )
     # trend_promotion alone is not flat (its trend term ranks) but ignores the labels: refused
     with pytest.raises(DataError, match="trend_promotion: in all 768 train tasks the labels give "):
