@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 from flexrec.errors import ConfigError, DataWarning, FlexRecError, output_error
 from flexrec.run_record import RECORDED_COMMANDS
@@ -74,8 +74,15 @@ def _plugins_command(args: argparse.Namespace) -> int:
     return 0
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line: a ConfigError (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog}: {message} (see {self.prog} -h)")
+
+
 def _info_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="flexrec data info",
         description="Load a dataset and print its summary, how it was read, the label rule and "
         "thresholds the needs will use, and what stands in for time. The options are the data "

@@ -97,6 +97,14 @@ def test_data_info_reads_the_loader_of_a_fit_config(
             "loader.label_scale must have minimum <= threshold < relevant <= maximum",
         ),
         (("--trend-window", "0", *PLAYS), "loader.trend_window must be > 0"),
+        (
+            (
+                "--trend-window",
+                "week",
+            ),
+            "flexrec data info: argument --trend-window: invalid int",
+        ),
+        (("--bogus",), "flexrec data info: unrecognized arguments: --bogus (see flexrec data"),
     ],
 )
 def test_data_info_bad_input_is_one_line_exit_2(
