@@ -1,20 +1,33 @@
 """The ``flexrec`` command: plug-in listing and data commands.
 
 User errors (bad config, bad data, broken plug-in, an output that cannot be written) print one line
-``flexrec: error: ...`` and exit with status 2; ``--debug`` shows the traceback instead.
+``flexrec: error: ...`` and exit with status 2; ``--debug`` shows the traceback instead. Data that
+works but probably not as meant (:class:`~flexrec.errors.DataWarning`) prints one line
+``flexrec: warning: ...``.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, NoReturn, TextIO
 
-from flexrec.errors import ConfigError, FlexRecError, output_error
+from flexrec.errors import ConfigError, DataWarning, FlexRecError, output_error
 from flexrec.run_record import RECORDED_COMMANDS
 
-__all__ = ["LIGHTNING_COMMANDS", "main", "run_guarded", "yaml_error"]
+__all__ = [
+    "LIGHTNING_COMMANDS",
+    "argument_error",
+    "main",
+    "one_line_warnings",
+    "run_guarded",
+    "yaml_error",
+]
 
 LIGHTNING_COMMANDS = (*RECORDED_COMMANDS, "predict")
 """The ``flexrec`` subcommands handed to LightningCLI (:class:`flexrec.lightning_cli.FlexRecCLI`)."""
@@ -61,16 +74,120 @@ def _plugins_command(args: argparse.Namespace) -> int:
     return 0
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line: a ConfigError (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog}: {message} (see {self.prog} -h)")
+
+
+def _info_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(
+        prog="flexrec data info",
+        description="Load a dataset and print its summary, how it was read, the label rule and "
+        "thresholds the needs will use, and what stands in for time. The options are the data "
+        "module's loader options (data.init_args.loader).",
+    )
+    parser.add_argument("dataset", nargs="?", default=None, help="name or path (ml-latest-small)")
+    parser.add_argument("--config", help="a fit config: read its data.init_args dataset/loader")
+    parser.add_argument("--root", help="folder of the named datasets ($FLEXREC_DATA_DIR)")
+    parser.add_argument("--sep", help="separator: a character, tab, comma, ... (inferred)")
+    parser.add_argument(
+        "--column",
+        action="append",
+        default=[],
+        metavar="ROLE=NAME",
+        help="map a role (user, item, label, timestamp, categories, title, text) to a column",
+    )
+    parser.add_argument("--category-sep", help="separator inside the categories column (|)")
+    parser.add_argument("--labels", help="label rule: auto, range, quantile, interacted")
+    parser.add_argument("--quantiles", nargs=3, type=float, metavar="Q", help="τ, relevant, max")
+    parser.add_argument(
+        "--label-scale",
+        metavar="minimum=..,maximum=..,threshold=..,relevant=..",
+        help="an explicit label scale (overrides --labels)",
+    )
+    parser.add_argument("--label-name", help="what the label is, for prompts")
+    parser.add_argument("--trend-window", type=int, help="seconds, or rows without timestamps")
+    return parser
+
+
+def _pairs(text: str, what: str, sep: str = ",") -> dict[str, str]:
+    """``a=1,b=2`` → ``{"a": "1", "b": "2"}``."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(sep))):
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"{what}: expected KEY=VALUE, got {part!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _info_options(args: argparse.Namespace) -> tuple[str, str | None, dict[str, Any]]:
+    """``(dataset, root, loader options)`` from ``--config`` and the options (which win)."""
+    dataset, root, options = "ml-latest-small", None, {}
+    if args.config:
+        import yaml
+
+        try:
+            config = yaml.safe_load(Path(args.config).read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise yaml_error(args.config, exc) from exc
+        except OSError as exc:
+            raise ConfigError(f"{args.config}: cannot read the config ({exc.strerror})") from exc
+        init = (
+            ((config.get("data") or {}).get("init_args") or {}) if isinstance(config, dict) else {}
+        )
+        dataset = init.get("dataset", dataset)
+        root = init.get("root")
+        options = dict(init.get("loader") or {})
+    dataset = args.dataset or dataset
+    root = args.root or root
+    flags = {
+        "sep": args.sep,
+        "category_sep": args.category_sep,
+        "labels": args.labels,
+        "quantiles": args.quantiles,
+        "label_name": args.label_name,
+        "trend_window": args.trend_window,
+    }
+    options |= {key: value for key, value in flags.items() if value is not None}
+    if args.column:
+        columns = dict(options.get("columns") or {})
+        for spec in args.column:
+            columns |= _pairs(spec, "--column")
+        options["columns"] = columns
+    if args.label_scale:
+        scale: dict[str, Any] = _pairs(args.label_scale, "--label-scale")
+        for key, value in scale.items():
+            if key != "name":
+                try:
+                    scale[key] = float(value)
+                except ValueError:
+                    raise ConfigError(f"--label-scale: {key} is not a number ({value!r})") from None
+        options["label_scale"] = scale
+    return dataset, root, options
+
+
+def _info_main(argv: list[str]) -> int:
+    from flexrec.data.checks import info_lines
+    from flexrec.data.loaders import load_dataset
+    from flexrec.data.options import loader_options
+
+    parser = _info_parser()
+    args = parser.parse_args(argv)
+    dataset, root, options = _info_options(args)
+    data = load_dataset(dataset, root, loader_options(options))
+    print("\n".join(info_lines(data)))
+    return 0
+
+
 def _data_command(args: argparse.Namespace) -> int:
     if args.action == "download":
         from flexrec.data.download import download_main
 
         return download_main(args.rest)
-    from flexrec.data import load_dataset
-
-    data = load_dataset(args.rest[0] if args.rest else "ml-latest-small")
-    print(data.summary())
-    return 0
+    return _info_main(args.rest)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -89,7 +206,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "data",
         help="download or describe datasets",
         description="`flexrec data download NAME [--dest DIR] [--url URL] [--sha256 HEX] "
-        "[--force]` or `flexrec data info [NAME_OR_PATH]`.",
+        "[--force]` or `flexrec data info [NAME_OR_PATH] [--sep SEP] [--column ROLE=NAME] "
+        "[--labels RULE] ...` (see `flexrec data info -h`).",
     )
     data.add_argument("action", choices=["download", "info"])
     data.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the action")
@@ -115,7 +233,7 @@ def _lightning(argv: list[str]) -> int:
     try:
         FlexRecCLI(args=argv)
     except ArgumentError as exc:
-        raise ConfigError(" ".join(str(exc).split())) from exc
+        raise ConfigError(argument_error(str(exc))) from exc
     except Exception as exc:
         # jsonargparse wraps errors raised while instantiating (e.g. a missing data path found by
         # the data module): report the user error at the root of the chain, not the wrapper.
@@ -124,6 +242,31 @@ def _lightning(argv: list[str]) -> int:
             raise
         raise cause from exc
     return 0
+
+
+def argument_error(message: str) -> str:
+    """jsonargparse's message in one line, with the problem of an optional class argument (the
+    data module's) pulled out of the list of union members it did not match.
+
+    Examples:
+        >>> argument_error(
+        ...     'Parser key "data": Does not validate against any of the Union subtypes '
+        ...     "Subtypes: [<class 'LightningDataModule'>, <class 'NoneType'>] Errors: - Problem "
+        ...     "with given class_path 'flexrec.data.datamodule.FlexRecDataModule': unrecognized "
+        ...     "arguments: --loader.sepp=1 - Expected a <class 'NoneType'> Given value type: x"
+        ... )
+        'data (FlexRecDataModule): unrecognized arguments: --loader.sepp=1'
+    """
+    message = " ".join(message.split())
+    match = re.search(
+        r'^Parser key "([^"]+)": Does not validate.*?Problem with given class_path '
+        r"'([\w.]+)': (.*?) - Expected a <class 'NoneType'>",
+        message,
+    )
+    if match is None:
+        return message
+    key, path, problem = match.groups()
+    return f"{key} ({path.rsplit('.', 1)[-1]}): {problem}"
 
 
 def yaml_error(path: str, exc: Exception) -> ConfigError:
@@ -174,9 +317,36 @@ def _main(argv: list[str]) -> int:
     return int(args.func(args))
 
 
+@contextmanager
+def one_line_warnings(prog: str) -> Iterator[None]:
+    """Show :class:`~flexrec.errors.DataWarning` as one line ``{prog}: warning: ...`` (other
+    warnings as usual) while the command runs."""
+    shown = warnings.showwarning
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if issubclass(category, DataWarning):
+            print(f"{prog}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flexrec`` console script."""
-    return run_guarded("flexrec", list(sys.argv[1:] if argv is None else argv), _main)
+    with one_line_warnings("flexrec"):
+        return run_guarded("flexrec", list(sys.argv[1:] if argv is None else argv), _main)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,6 +9,7 @@ __all__ = [
     "OUTPUT_ERRNOS",
     "ConfigError",
     "DataError",
+    "DataWarning",
     "FlexRecError",
     "OutputError",
     "PluginError",
@@ -27,6 +28,11 @@ class ConfigError(FlexRecError, ValueError):
 
 class DataError(FlexRecError, ValueError):
     """A data file is missing or malformed."""
+
+
+class DataWarning(UserWarning):
+    """Data that works but probably not as meant (mostly flat tasks, row order as time); the
+    command line prints it as one line ``flexrec: warning: ...``."""
 
 
 class PluginError(FlexRecError, RuntimeError):

@@ -2,21 +2,87 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import io
 import lzma
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from flexrec.errors import DataError
 
-__all__ = ["find_file", "read_table", "require_numeric"]
+__all__ = ["columns_hint", "find_file", "infer_separator", "read_table", "require_numeric"]
 
-_SEP_NAMES = {"\t": "tab", ",": "comma", "|": "pipe", "::": "'::'"}
+_SEP_NAMES = {"\t": "tab", ",": "comma", "|": "pipe", "::": "'::'", ";": "semicolon"}
+_SNIFFED = ("\t", ",", ";", "|")
+_OPENERS: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def sep_name(sep: str) -> str:
+    """``tab``, ``comma``, ... or the separator quoted."""
+    return _SEP_NAMES.get(sep, "whitespace" if sep == r"\s+" else repr(sep))
+
+
+def _head(path: Path, lines: int = 20) -> list[str]:
+    """The first non-empty lines of a (possibly compressed) text file; [] when unreadable."""
+    opener: Callable[..., Any] = _OPENERS.get(path.suffix.lower(), open)
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace") as handle:
+            head = [line.rstrip("\r\n") for _, line in zip(range(lines), handle, strict=False)]
+    except (OSError, EOFError, lzma.LZMAError, zlib.error):
+        return []
+    return [line for line in head if line.strip()]
+
+
+def infer_separator(path: Path) -> tuple[str, str]:
+    """``(separator, how it was chosen)`` of a delimited file with a header row.
+
+    ``.tsv`` / ``.tab`` (also compressed: ``.tsv.gz``) → tab; ``.dat`` → ``::`` when the header has
+    one. Otherwise the header line decides: the one of tab, comma, semicolon and pipe it contains
+    (several: the one every sampled line has as often as the header; still a tie: that order);
+    none of them but spaces → whitespace; nothing at all (one column) → comma.
+    """
+    name = path.name.lower()
+    for ext in _OPENERS:
+        name = name.removesuffix(ext)
+    suffix = Path(name).suffix
+    if suffix in (".tsv", ".tab"):
+        return "\t", f"the {suffix} suffix"
+    lines = _head(path)
+    if not lines:
+        return ",", "default (no header line to read)"
+    header = lines[0]
+    if suffix == ".dat" and "::" in header:
+        return "::", "the .dat suffix and '::' in the header line"
+    present = [sep for sep in _SNIFFED if sep in header]
+    if len(present) > 1:
+        steady = [sep for sep in present if all(ln.count(sep) == header.count(sep) for ln in lines)]
+        present = steady or present
+    if present:
+        return present[0], f"the header line is {sep_name(present[0])}-separated"
+    if len(header.split()) > 1:
+        return r"\s+", "the header line is whitespace-separated"
+    return ",", "default (the header line has a single column)"
+
+
+def columns_hint(found: Sequence[str], sep: str) -> str:
+    """``columns found: a, b, c`` and, when the header was not split, the separator it uses."""
+    shown = ", ".join(repr(c) if len(found) == 1 else str(c) for c in found[:20])
+    more = f", ... ({len(found)} in all)" if len(found) > 20 else ""
+    hint = ""
+    if len(found) == 1:
+        others = [s for s in _SNIFFED if s != sep and s in str(found[0])]
+        if others:
+            hint = (
+                f"; the header is {sep_name(others[0])}-separated: set sep: {sep_name(others[0])}"
+            )
+        hint = f" (1 column read with {sep_name(sep)}{hint})"
+    return f"{'column' if len(found) == 1 else 'columns'} found: {shown}{more}{hint}"
 
 
 def find_file(root: Path, *names: str, required: bool = True) -> Path | None:
@@ -42,8 +108,12 @@ def read_table(
     required: Sequence[str] = (),
     encoding: str = "utf-8",
     engine: str = "c",
+    as_text: bool = False,
 ) -> pd.DataFrame:
     """Read a delimited file, headerless (``names``) or with a header row.
+
+    Headerless files, and any file with ``as_text``, are read as text (every cell a string, empty
+    cells NaN with ``as_text``), so identifiers keep their exact spelling (``007``).
 
     ``'::'`` files (MovieLens 1M) are read by the fast C parser after rewriting the separator.
 
@@ -64,7 +134,7 @@ def read_table(
             source,
             sep=parse_sep,
             header=None if names is not None else 0,
-            dtype=str if names is not None else None,
+            dtype=str if names is not None or as_text else None,
             encoding=encoding,
             engine=engine,
             keep_default_na=names is None,
@@ -87,7 +157,7 @@ def read_table(
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     if frame.empty:
         raise DataError(f"{label}: no data rows")
-    what = _SEP_NAMES.get(sep, repr(sep))
+    what = sep_name(sep)
     if names is not None:
         if frame.shape[1] != len(names):
             hint = " (wrong separator?)" if frame.shape[1] == 1 else ""

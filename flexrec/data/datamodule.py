@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -11,13 +12,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from flexrec.data.checks import check_gains, gain_stats, row_order_note
 from flexrec.data.dataset import InteractionData
 from flexrec.data.features import FEATURE_NAMES
 from flexrec.data.feedback import FeedbackData
 from flexrec.data.loaders import DATASETS, load_dataset
+from flexrec.data.options import LoaderOptions, loader_options
 from flexrec.data.sampler import EpochShuffleSampler
 from flexrec.data.tasks import EVAL_INSTRUCTIONS, TaskSet, build_tasks
-from flexrec.errors import ConfigError, DataError, check_number
+from flexrec.errors import ConfigError, DataError, DataWarning, check_number
 from flexrec.needs.base import TEXT_STYLES, ItemStats, Need
 from flexrec.registry import registries
 from flexrec.types import DataInfo, RankingBatch
@@ -71,7 +74,7 @@ class TaskCollator:
                     "dataset": self.data.name,
                     "split": t.split,
                     "task": int(i),
-                    "user": self.data.user_ids[t.users[i]].item(),
+                    "user": _plain_id(self.data.user_ids[t.users[i]]),
                     "cut": int(t.cut[i]),
                     "seed": t.seed,
                 }
@@ -99,6 +102,11 @@ class TaskCollator:
                 t.candidates[i], t.count[i], t.mean_label[i], t.recent[i], strict=True
             )
         ]
+
+
+def _plain_id(value: Any) -> Any:
+    """A raw id as a Python value (numpy integers → int; strings stay strings)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 class FlexRecDataModule(L.LightningDataModule):
@@ -132,6 +140,16 @@ class FlexRecDataModule(L.LightningDataModule):
             year or alternative title, categories and short statistics: ~30 % fewer prompt tokens
             on ML-100K), see :meth:`~flexrec.needs.base.Need.item_text`.
         num_workers: DataLoader workers.
+        loader: how a dataset file is read and its labels understood
+            (:class:`~flexrec.data.options.LoaderOptions`: ``sep``, ``columns``, ``labels``,
+            ``quantiles``, ``label_scale``, ``label_name``, ``trend_window``, ...).
+        negatives: candidates per task that are sampled items the user never interacted with
+            (label 0); None: ``num_candidates // 2`` when the labels are bare interactions
+            (label rule ``interacted``), else 0.
+
+    Set-up refuses a need whose tasks all give every candidate the same gain (the oracle then
+    ranks no better than random) and warns when most do, or when row order stands in for time
+    (:mod:`flexrec.data.checks`).
     """
 
     def __init__(
@@ -154,9 +172,14 @@ class FlexRecDataModule(L.LightningDataModule):
         with_text: bool = True,
         text_style: Literal["full", "compact"] = "full",
         num_workers: int = 0,
+        loader: LoaderOptions = LoaderOptions(),  # noqa: B008 (frozen: never mutated)
+        negatives: int | None = None,
     ) -> None:
         super().__init__()
+        self.loader = loader_options(loader)
         self.save_hyperparameters()
+        # plain values: checkpoints are read with weights_only=True
+        self.hparams["loader"] = self.loader.as_dict()
         _check_settings(self.hparams)
         self.data: InteractionData | None = None
         self.needs: list[Need] = []
@@ -170,7 +193,7 @@ class FlexRecDataModule(L.LightningDataModule):
             return
         hp = self.hparams
         root = Path(hp.root) if hp.root else None
-        self.data = load_dataset(hp.dataset, root)
+        self.data = load_dataset(hp.dataset, root, self.loader)
         train = [registries.need.build(spec) for spec in hp.needs]
         evaluated = (
             train if hp.eval_needs is None else [registries.need.build(s) for s in hp.eval_needs]
@@ -181,7 +204,7 @@ class FlexRecDataModule(L.LightningDataModule):
                 raise ConfigError(f"{key} must be distinct, got {names}")
         train_names = {n.name for n in train}
         self.needs = [
-            need.bind(self.data.scale, self.data.trend_window, hp.text_style)
+            need.bind(self.data.scale, self.data.trend_window, hp.text_style, self.data.time_unit)
             for need in train + [n for n in evaluated if n.name not in train_names]
         ]
         self.train_needs = tuple(n.name for n in train)
@@ -196,9 +219,25 @@ class FlexRecDataModule(L.LightningDataModule):
             hp.seed,
             eval_instructions=hp.eval_instructions,
             eval_cuts_per_user=hp.eval_cuts_per_user,
+            negatives=self.negatives,
         )
-        _check_tasks(tasks, self.data, hp)
+        _check_tasks(tasks, self.data, hp, self.negatives)
+        stats = gain_stats(tasks["train"], self.needs, self.train_needs)
+        stats += gain_stats(tasks["val"], self.needs, self.eval_needs)
+        notes = [row_order_note(self.data), *check_gains(stats)]
+        for note in notes:
+            if note:
+                warnings.warn(note, DataWarning, stacklevel=2)
         self.tasks = tasks
+
+    @property
+    def negatives(self) -> int:
+        """Sampled non-interacted candidates per task (``negatives``, or its default for the
+        loaded labels)."""
+        if self.hparams.negatives is not None:
+            return int(self.hparams.negatives)
+        interacted = self.data is not None and self.data.scale.rule == "interacted"
+        return self.hparams.num_candidates // 2 if interacted else 0
 
     @property
     def info(self) -> DataInfo:
@@ -282,6 +321,12 @@ def _check_settings(hp: Any) -> None:
     check_number("max_eval_tasks", hp.max_eval_tasks, minimum=1, integer=True, allow_none=True)
     check_number("sparse_p", hp.sparse_p, above=0, maximum=1, allow_none=True)
     check_number("num_workers", hp.num_workers, minimum=0, integer=True)
+    check_number("negatives", hp.negatives, minimum=0, integer=True, allow_none=True)
+    if hp.negatives is not None and hp.negatives >= hp.num_candidates:
+        raise ConfigError(
+            f"negatives must be < num_candidates ({hp.num_candidates}): a task needs at least "
+            f"one interaction among its candidates, got {hp.negatives}"
+        )
     if hp.text_style not in TEXT_STYLES:
         raise ConfigError(f"text_style must be one of {TEXT_STYLES}, got {hp.text_style!r}")
     if hp.eval_instructions not in EVAL_INSTRUCTIONS:
@@ -299,15 +344,18 @@ def _check_settings(hp: Any) -> None:
         )
 
 
-def _check_tasks(tasks: dict[str, TaskSet], data: InteractionData, hp: Any) -> None:
-    """Every split has tasks: a user gives tasks only with ``num_candidates`` interactions after
-    a history, so a large ``num_candidates`` leaves none (and training would silently do
-    nothing)."""
+def _check_tasks(
+    tasks: dict[str, TaskSet], data: InteractionData, hp: Any, negatives: int = 0
+) -> None:
+    """Every split has tasks: a user gives tasks only with ``num_candidates`` interactions
+    (less the sampled ``negatives``) after a history, so a large ``num_candidates`` leaves none
+    (and training would silently do nothing)."""
     for split, taskset in tasks.items():
         if len(taskset) == 0:
             most = int(np.diff(data.user_offsets).max(initial=0))
+            positives = hp.num_candidates - negatives
             raise ConfigError(
                 f"no {split} tasks: num_candidates={hp.num_candidates} needs users with at least "
-                f"{hp.num_candidates + 1} interactions (the most any user of {data.name} has is "
+                f"{positives + 1} interactions (the most any user of {data.name} has is "
                 f"{most}); lower num_candidates"
             )

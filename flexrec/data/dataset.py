@@ -35,6 +35,10 @@ class LabelScale:
         threshold: interest threshold τ (labels ≤ τ have zero interest gain).
         relevant: labels ≥ this are interest-relevant (Recall / MRR).
         name: what the label is, for prompts (``rating``, ``watch ratio``).
+        rule: how the thresholds were chosen: ``fixed`` (the documented scale of a named
+            dataset), ``explicit`` (given by the user), or a rule of :mod:`flexrec.data.labels`
+            (``range``, ``quantile``, ``interacted``: a log of interactions without strengths,
+            whose tasks need sampled non-interacted candidates).
     """
 
     minimum: float
@@ -42,6 +46,7 @@ class LabelScale:
     threshold: float
     relevant: float
     name: str = "rating"
+    rule: str = "fixed"
 
 
 MOVIELENS_SCALE = LabelScale(minimum=0.5, maximum=5.0, threshold=3.0, relevant=4.0, name="rating")
@@ -85,10 +90,12 @@ class InteractionData:
         categories: the ``C`` category names.
         item_text: ``[I]`` object array of extra item text (caption, tags), may be ``""``.
         scale: how to read labels (thresholds of the needs).
-        trend_window: default window of ``trend_promotion`` in seconds (30 days / 24 h).
+        trend_window: default window of ``trend_promotion`` in ``time_unit`` (30 days / 24 h).
         user_features: optional table with one row per user index.
         item_daily: optional per-item daily counts (``item, day, count``; day = epoch day).
         provenance: where the data came from (files, checksums, generator seed, ...).
+        time_unit: ``seconds``, or ``rows`` when the source had no timestamps and ``timestamp``
+            is the row number (row order stands in for time: histories, cuts, trend windows).
     """
 
     name: str
@@ -108,6 +115,7 @@ class InteractionData:
     user_features: pd.DataFrame | None = None
     item_daily: pd.DataFrame | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    time_unit: str = "seconds"
 
     @property
     def num_users(self) -> int:

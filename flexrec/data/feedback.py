@@ -45,12 +45,22 @@ class FeedbackData:
     def from_tasks(
         cls, data: InteractionData, train_tasks: TaskSet, needs: Sequence[Need]
     ) -> FeedbackData:
-        """The visible interactions of the train users of ``train_tasks``."""
+        """The visible interactions of the train users of ``train_tasks``, and the sampled
+        non-interacted candidates of its tasks (label 0) when it has them."""
         rows = np.isin(data.user, train_tasks.split_users) & train_tasks.visible
+        user, item, label = data.user[rows], data.item[rows], data.label[rows]
+        if train_tasks.sampled is not None and train_tasks.sampled.any():
+            t, k = np.nonzero(train_tasks.sampled)
+            pairs = np.unique(
+                np.stack([train_tasks.users[t], train_tasks.candidates[t, k]]), axis=1
+            )
+            user = np.concatenate([user, pairs[0]])
+            item = np.concatenate([item, pairs[1]])
+            label = np.concatenate([label, np.zeros(pairs.shape[1])])
         return cls(
-            user=data.user[rows],
-            item=data.item[rows],
-            label=data.label[rows],
+            user=user,
+            item=item,
+            label=label,
             num_users=data.num_users,
             num_items=data.num_items,
             item_categories=data.item_categories,

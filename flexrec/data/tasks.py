@@ -10,6 +10,13 @@ at its timestamp, so ties never straddle a cut) are skipped (counted in ``TaskSe
 Each (user, cut) yields one task per need. In sparse mode each label of a train user is kept with
 probability ``p`` (one Bernoulli draw per interaction, so a hidden label is hidden everywhere:
 candidates, histories and feature statistics).
+
+With ``negatives = n > 0`` only the ``K − n`` earliest interactions at or after ``t`` are
+candidates; the other ``n`` are items the user never interacted with (anywhere in the data), drawn
+per task with probability proportional to their number of interactions, with label 0 and observed.
+An interaction log without strengths (every label 1) needs them: its candidates would otherwise
+all be equally good. Popularity-proportional draws keep popularity from giving the interactions
+away (uniform draws would mostly be obscure items).
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ import torch
 
 from flexrec.data.dataset import InteractionData
 from flexrec.data.features import NOVELTY, TREND, ItemClock, candidate_features
+from flexrec.errors import DataError
 from flexrec.needs.base import Need, NeedContext, check_need_output
 
-__all__ = ["SPLITS", "TaskSet", "build_tasks", "split_users"]
+__all__ = ["SPLITS", "TaskSet", "build_tasks", "sample_negatives", "split_users"]
 
 SPLITS = ("train", "val", "test")
 EVAL_INSTRUCTIONS = ("canonical", "held_out")
@@ -56,6 +64,8 @@ class TaskSet:
             for the train users' labels hidden in sparse mode; shared by every split).
         split_users: ``[U_split]`` sorted user indices of the split (including skipped users).
         skipped_users: users without enough interactions.
+        sampled: ``[T, K]`` bool, the candidates that are sampled non-interacted items (label 0),
+            or None when the tasks have none.
     """
 
     split: str
@@ -79,6 +89,7 @@ class TaskSet:
     visible: np.ndarray
     split_users: np.ndarray
     skipped_users: int = 0
+    sampled: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.users)
@@ -154,6 +165,7 @@ def build_tasks(
     fractions: Sequence[float] = (0.8, 0.1, 0.1),
     eval_instructions: str = "canonical",
     eval_cuts_per_user: int = 1,
+    negatives: int = 0,
 ) -> dict[str, TaskSet]:
     """Build the tasks of every split for every need.
 
@@ -174,6 +186,7 @@ def build_tasks(
             distinct earlier cuts drawn uniformly (fewer when the user has fewer valid cuts). More
             cuts buy evaluation precision without more users; a user's tasks are correlated, so
             paired intervals resample users (:mod:`flexrec.benchmark.paired`).
+        negatives: candidates per task that are sampled non-interacted items (``0 <= n < K``).
 
     Returns:
         ``{"train": TaskSet, "val": TaskSet, "test": TaskSet}``.
@@ -186,6 +199,8 @@ def build_tasks(
         raise ValueError(
             f"eval_instructions must be one of {list(EVAL_INSTRUCTIONS)}, got {eval_instructions!r}"
         )
+    if not 0 <= negatives < num_candidates:
+        raise ValueError(f"negatives must be in [0, {num_candidates}), got {negatives}")
     splits = split_users(data.num_users, seed, fractions)
     visible = np.ones(data.num_interactions, dtype=bool)
     if sparse_p is not None:
@@ -197,9 +212,14 @@ def build_tasks(
     for index, split in enumerate(SPLITS):
         rng = np.random.default_rng([seed, index])
         per_user = train_cuts_per_user if split == "train" else eval_cuts_per_user
+        positives = num_candidates - negatives
         users, first, skipped = _cuts(
-            data, splits[split], per_user, num_candidates, min_history, rng, split != "train"
+            data, splits[split], per_user, positives, min_history, rng, split != "train"
         )
+        sampled = None
+        if negatives:
+            own = np.random.default_rng([seed, 53, index])
+            sampled = sample_negatives(data, users, negatives, own)
         out[split] = _assemble(
             data,
             needs,
@@ -214,8 +234,45 @@ def build_tasks(
             rng,
             seed,
             eval_instructions,
+            sampled,
         )
         out[split].skipped_users = skipped
+    return out
+
+
+def sample_negatives(
+    data: InteractionData, users: np.ndarray, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``[T, n]`` distinct items per task that its user never interacted with, drawn with
+    probability proportional to each item's number of interactions.
+
+    Raises:
+        DataError: a user has interacted with too many of the items to find ``n`` others.
+    """
+    num_items = data.num_items
+    counts = np.bincount(data.item, minlength=num_items).astype(np.float64)
+    cdf = np.cumsum(counts)
+    seen = np.unique(data.user * np.int64(num_items) + data.item)
+    out = np.full((len(users), n), -1, dtype=np.int64)
+    for row, user in enumerate(users):
+        picked: list[int] = []
+        for _ in range(20):
+            draws = np.searchsorted(cdf, rng.random(4 * n + 8) * cdf[-1], side="right")
+            draws = np.minimum(draws, num_items - 1)
+            keys = user * np.int64(num_items) + draws
+            fresh = draws[~np.isin(keys, seen)]
+            _, first = np.unique(fresh, return_index=True)
+            for item in fresh[np.sort(first)]:
+                if item not in picked:
+                    picked.append(int(item))
+            if len(picked) >= n:
+                break
+        if len(picked) < n:
+            raise DataError(
+                f"{data.name}: cannot sample {n} non-interacted candidates for user "
+                f"{data.user_ids[user]!r} (interacted with most items); lower negatives"
+            )
+        out[row] = picked[:n]
     return out
 
 
@@ -233,21 +290,31 @@ def _assemble(
     rng: np.random.Generator,
     seed: int,
     eval_instructions: str = "canonical",
+    sampled: np.ndarray | None = None,
 ) -> TaskSet:
     offsets = data.user_offsets
-    rows = first[:, None] + np.arange(k)
-    order = np.argsort(rng.random(rows.shape), axis=1)
-    rows = np.take_along_axis(rows, order, 1)
+    n_neg = 0 if sampled is None else sampled.shape[1]
+    rows = first[:, None] + np.arange(k - n_neg)
+    candidates, labels, observed = data.item[rows], data.label[rows], visible[rows]
+    is_sampled = np.zeros(candidates.shape, dtype=bool)
+    if sampled is not None:
+        # sampled non-interactions: label 0, always observed (the data says they did not happen)
+        candidates = np.concatenate([candidates, sampled], 1)
+        labels = np.concatenate([labels, np.zeros(sampled.shape)], 1)
+        observed = np.concatenate([observed, np.ones(sampled.shape, dtype=bool)], 1)
+        is_sampled = np.concatenate([is_sampled, np.ones(sampled.shape, dtype=bool)], 1)
+    order = np.argsort(rng.random(candidates.shape), axis=1)
+    candidates, labels, observed, is_sampled = (
+        np.take_along_axis(a, order, 1) for a in (candidates, labels, observed, is_sampled)
+    )
     n_hist = np.minimum(history_len, first - offsets[users])
     hist_rows = first[:, None] - n_hist[:, None] + np.arange(history_len)
     hist_ok = np.arange(history_len) < n_hist[:, None]
     hist_rows = np.where(hist_ok, hist_rows, 0)
     history = np.where(hist_ok, data.item[hist_rows], -1)
     history_labels = np.where(hist_ok & visible[hist_rows], data.label[hist_rows], np.nan)
-    candidates, labels = data.item[rows], data.label[rows]
-    observed = visible[rows]
     cut = data.timestamp[first]
-    times = np.broadcast_to(cut[:, None], rows.shape)
+    times = np.broadcast_to(cut[:, None], candidates.shape)
     count, mean = clock.before(candidates, times)
     parts: list[dict[str, Any]] = []
     for index, need in enumerate(needs):
@@ -307,4 +374,5 @@ def _assemble(
         seed=seed,
         visible=visible,
         split_users=split_user_ids,
+        sampled=tile(is_sampled) if sampled is not None else None,
     )

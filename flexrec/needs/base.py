@@ -72,7 +72,10 @@ def _main_title(title: str) -> str:
     return title
 
 
-def _window_words(seconds: int) -> str:
+def _window_words(seconds: int, unit: str = "seconds") -> str:
+    """``30 days``, ``24 hours``; ``518 interactions`` when time is the row order (``rows``)."""
+    if unit == "rows":
+        return f"{seconds:,} interactions"
     if seconds % 86_400 == 0:
         days = seconds // 86_400
         return "24 hours" if days == 1 else f"{days} days"
@@ -95,6 +98,7 @@ class Need:
     instructions: ClassVar[tuple[str, ...]]
     held_out: ClassVar[tuple[int, ...]] = ()
     window: int | None = None
+    time_unit: str = "seconds"
     text_style: str = "full"
 
     def __init__(
@@ -109,10 +113,17 @@ class Need:
         self.label_name = "rating"
 
     def bind(
-        self, scale: Any, trend_window: int | None = None, text_style: str | None = None
+        self,
+        scale: Any,
+        trend_window: int | None = None,
+        text_style: str | None = None,
+        time_unit: str | None = None,
     ) -> Need:
         """Fill unset thresholds (and the trend window) from a dataset and set the prompt text
-        style (one of :data:`TEXT_STYLES`, default ``full``); returns ``self``."""
+        style (one of :data:`TEXT_STYLES`, default ``full``) and the dataset's time unit
+        (``seconds``, or ``rows`` when row order stands in for time); returns ``self``."""
+        if time_unit is not None:
+            self.time_unit = time_unit
         if text_style is not None:
             if text_style not in TEXT_STYLES:
                 raise ValueError(f"text_style must be one of {TEXT_STYLES}, got {text_style!r}")

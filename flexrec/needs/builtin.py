@@ -138,7 +138,7 @@ class TrendPromotion(Need):
     def item_text(self, item: ItemStats) -> str:
         """Adds the recent count: ``... | 37 views in the last 30 days`` (compact style:
         ``... | 37 in 30 days``)."""
-        window = _window_words(self.window) if self.window else "recent window"
+        window = _window_words(self.window, self.time_unit) if self.window else "recent window"
         if self.text_style == "compact":
             return f"{super().item_text(item)} | {item.recent} in {window}"
         return f"{super().item_text(item)} | {item.recent} views in the last {window}"

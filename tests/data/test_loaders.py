@@ -12,7 +12,7 @@ from flexrec.data.generic import load_interactions
 from flexrec.data.kuairec import load_caption_table, load_item_categories, load_kuairec
 from flexrec.data.loaders import EMBEDDED_DIR, load_dataset
 from flexrec.data.movielens import load_movielens_1m, load_movielens_100k, load_movielens_latest
-from flexrec.errors import DataError
+from flexrec.errors import ConfigError, DataError
 
 
 def _write(folder: Path, files: dict[str, str], encoding: str = "utf-8") -> Path:
@@ -258,9 +258,12 @@ def test_generic_errors_and_path_dispatch(tmp_path: Path) -> None:
     data = load_dataset(csv)
     assert data.name == "events" and data.num_interactions == 2
     np.testing.assert_array_equal(data.timestamp, [0, 1])  # row order when no time column
-    with pytest.raises(DataError, match="unknown column role 'rating'"):
+    with pytest.raises(ConfigError, match="unknown column role 'rating'"):
         load_interactions(csv, columns={"rating": "label"})
-    with pytest.raises(DataError, match=r"^events\.csv: missing column 'stars'$"):
+    found = r" \(columns found: user, item, label\)$"
+    with pytest.raises(
+        DataError, match=r"^events\.csv: missing column 'stars' for 'label'" + found
+    ):
         load_interactions(csv, columns={"label": "stars"})
     bad_time = tmp_path / "t.csv"
     bad_time.write_text("user,item,label,timestamp\na,b,1,2024-01-01\na,c,1,soon\n")
