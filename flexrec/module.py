@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.strategies import ParallelStrategy
 from torch import Tensor
 
 from flexrec.checkpoints import check_data_info, fingerprint
@@ -382,19 +384,46 @@ class FlexRecModule(L.LightningModule):
         normalizer = self.objective.normalizer(targets.select(index)) if len(chunks) > 1 else None
         optimizer.zero_grad()
         logs: dict[str, Tensor] = {}
-        for chunk in chunks:
+        for i, chunk in enumerate(chunks):
             sub = targets.select(chunk)
             logprobs, steps = self.policy.log_probs(
                 batch.select(chunk), sub.permutations, rollout=sub.rollout
             )
             out = self.objective.loss(logprobs, steps, sub, normalizer)
-            self.manual_backward(out.loss)
+            with self._gradient_sync(i == len(chunks) - 1):
+                self.manual_backward(out.loss)
             for key, value in {"loss": out.loss.detach(), **out.logs}.items():
                 logs[key] = logs[key] + value if key in logs else value
-        if hp.max_grad_norm is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=hp.max_grad_norm)
-        optimizer.step()
+        optimizer.step()  # clips the gradients first (on_before_optimizer_step)
         return logs
+
+    def _gradient_sync(self, sync: bool) -> AbstractContextManager[Any]:
+        """Unless ``sync``, a backward pass without DDP's gradient all-reduce (``no_sync``): the
+        micro-batches of a minibatch accumulate their gradients locally and the last one's
+        backward all-reduces the sum, once per optimiser step. One device and FSDP always sync."""
+        strategy = self.trainer.strategy
+        if sync or not isinstance(strategy, ParallelStrategy):
+            return nullcontext()
+        return strategy.block_backward_sync()
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        """Clip the gradient norm to ``max_grad_norm`` right before each optimiser step.
+
+        Lightning calls this hook after the mixed-precision scaler has unscaled the gradients
+        (``precision=16-mixed``), so the norm is the true one; under FSDP the norm is taken over
+        every shard by the sharded root module's ``clip_grad_norm_``.
+        """
+        max_norm = self.hparams.max_grad_norm
+        if max_norm is None:
+            return
+        root = self.trainer.strategy.model
+        if torch.distributed.is_available():
+            from torch.distributed.fsdp import FullyShardedDataParallel
+
+            if isinstance(root, FullyShardedDataParallel):
+                root.clip_grad_norm_(max_norm)
+                return
+        self.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate(self, split: str, batch: RankingBatch) -> None:

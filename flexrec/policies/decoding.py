@@ -210,12 +210,18 @@ def identifier_scores(lm: nn.Module, hidden: Tensor, token_ids: Tensor) -> Tenso
         token_ids: ``[K]`` the identifiers' token ids.
 
     Returns:
-        ``[..., K]`` logits of the identifier tokens.
+        ``[..., K]`` logits of the identifier tokens, in at least float32: the projection runs
+        outside autocast (``precision=bf16-mixed`` / ``16-mixed``) and with bf16/fp16 weights in
+        float32, so the log-probabilities of the ratio, KL and entropy are not rounded to 8 bits
+        of mantissa (it is ``K`` rows of the head: a negligible cost).
     """
     head = lm.get_output_embeddings()
-    scores = hidden @ head.weight[token_ids].T
-    if getattr(head, "bias", None) is not None:
-        scores = scores + head.bias[token_ids]
+    weight = head.weight[token_ids]
+    dtype = torch.promote_types(torch.promote_types(hidden.dtype, weight.dtype), torch.float32)
+    with torch.autocast(hidden.device.type, enabled=False):
+        scores = hidden.to(dtype) @ weight.to(dtype).T
+        if getattr(head, "bias", None) is not None:
+            scores = scores + head.bias[token_ids].to(dtype)
     return scores
 
 

@@ -121,4 +121,6 @@ def free_text_rankings(
         perms.append([p for p, _ in parsed])
         valid.append([v for _, v in parsed])
         texts.append(group)
-    return FreeTextResult(torch.tensor(perms), torch.tensor(valid), texts)
+    return FreeTextResult(
+        torch.tensor(perms, device=lm.device), torch.tensor(valid, device=lm.device), texts
+    )

@@ -37,13 +37,17 @@ def edge_scores(lm: nn.Module, hidden: Tensor, trie: IdentifierTrie) -> Tensor:
         trie: the identifier trie (on the model's device).
 
     Returns:
-        ``[..., V]`` the logit of every edge's token at its parent node.
+        ``[..., V]`` the logit of every edge's token at its parent node, in at least float32
+        (as :func:`~flexrec.policies.decoding.identifier_scores`).
     """
     head = lm.get_output_embeddings()
-    parents = hidden.index_select(-2, trie.edge_parent)  # [..., V, H]
-    scores = (parents * head.weight[trie.edge_token]).sum(-1)
-    if getattr(head, "bias", None) is not None:
-        scores = scores + head.bias[trie.edge_token]
+    weight = head.weight[trie.edge_token]
+    dtype = torch.promote_types(torch.promote_types(hidden.dtype, weight.dtype), torch.float32)
+    parents = hidden.index_select(-2, trie.edge_parent).to(dtype)  # [..., V, H]
+    with torch.autocast(hidden.device.type, enabled=False):
+        scores = (parents * weight.to(dtype)).sum(-1)
+        if getattr(head, "bias", None) is not None:
+            scores = scores + head.bias[trie.edge_token].to(dtype)
     return scores
 
 
