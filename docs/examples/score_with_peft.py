@@ -19,7 +19,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 def load(folder):
     """The export's manifest, tokenizer and model (the adapter on its base model, or the full
     fine-tuned model)."""
-    manifest = json.load(open(f"{folder}/flexrec_export.json"))
+    with open(f"{folder}/flexrec_export.json") as handle:
+        manifest = json.load(handle)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     dtype = getattr(torch, manifest["dtype"])
     if manifest["weights"] == "lora_adapter":
@@ -38,7 +39,7 @@ def prompt_ids(manifest, tokenizer, instruction, history, candidates):
     identifiers = p["identifiers_by_count"].get(str(k)) or p["identifiers"][:k]
     lines = "\n".join(
         p["candidate_line"].format(label=i.strip(), identifier=i, text=c)
-        for i, c in zip(identifiers, candidates)
+        for i, c in zip(identifiers, candidates, strict=True)
     )
     history = list(history)
     while True:

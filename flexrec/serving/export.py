@@ -167,6 +167,8 @@ def _write_llm(model: ServedModel, tmp: Path, out: Path, max_candidates: int) ->
     (tmp / LLM_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     torch.save(model.catalogue.to_payload(), tmp / CATALOGUE_FILE)
     (tmp / "README.md").write_text(_readme(model, manifest, out.name))
+    for path in tmp.iterdir():  # some writers leave their files private (0600)
+        path.chmod(0o644)
 
 
 def _write_native(model: ServedModel, path: Path) -> None:
