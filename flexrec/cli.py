@@ -1,4 +1,5 @@
-"""The ``flexrec`` command: plug-in listing and data commands.
+"""The ``flexrec`` command: training and evaluation (LightningCLI), serving, export, plug-in
+listing and data commands.
 
 User errors (bad config, bad data, broken plug-in, an output that cannot be written) print one line
 ``flexrec: error: ...`` and exit with status 2; ``--debug`` shows the traceback instead. Data that
@@ -22,6 +23,8 @@ from flexrec.run_record import RECORDED_COMMANDS
 
 __all__ = [
     "LIGHTNING_COMMANDS",
+    "LIGHTNING_HELP",
+    "OWN_COMMANDS",
     "argument_error",
     "main",
     "one_line_warnings",
@@ -31,6 +34,20 @@ __all__ = [
 
 LIGHTNING_COMMANDS = (*RECORDED_COMMANDS, "predict")
 """The ``flexrec`` subcommands handed to LightningCLI (:class:`flexrec.lightning_cli.FlexRecCLI`)."""
+
+LIGHTNING_HELP = {
+    "fit": "train a policy and validate it on the way",
+    "validate": "evaluate a model on the validation tasks",
+    "test": "evaluate a model on the test tasks",
+    "predict": "write rankings of the dataset's test tasks",
+}
+"""One line of ``flexrec --help`` per LightningCLI subcommand (also their ``-h`` description)."""
+
+OWN_COMMANDS = {
+    "serve": "serve a trained model over HTTP",
+    "export": "export a trained model (PEFT adapter folder or one file)",
+}
+"""Subcommands with their own argument parsers (:mod:`flexrec.serving`)."""
 
 
 def run_guarded(prog: str, argv: list[str], body: Callable[[list[str]], int]) -> int:
@@ -212,9 +229,22 @@ def _build_parser() -> argparse.ArgumentParser:
     data.add_argument("action", choices=["download", "info"])
     data.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of the action")
     data.set_defaults(func=_data_command)
-    for command in LIGHTNING_COMMANDS:
-        sub.add_parser(command, help=f"{command} through LightningCLI (see `flexrec {command} -h`)")
+    for command, text in LIGHTNING_HELP.items():
+        sub.add_parser(command, help=f"{text} (LightningCLI; see `flexrec {command} -h`)")
+    for command, text in OWN_COMMANDS.items():
+        sub.add_parser(command, help=f"{text} (see `flexrec {command} -h`)")
     return parser
+
+
+def _own(command: str, argv: list[str]) -> int:
+    """``flexrec serve`` and ``flexrec export``: their own parsers, in :mod:`flexrec.serving`."""
+    if command == "serve":
+        from flexrec.serving.server import serve_main
+
+        return serve_main(argv)
+    from flexrec.serving.export import export_main
+
+    return export_main(argv)
 
 
 def _lightning(argv: list[str]) -> int:
@@ -312,6 +342,8 @@ def _user_error_in_chain(exc: BaseException) -> FlexRecError | None:
 def _main(argv: list[str]) -> int:
     if argv and argv[0] in LIGHTNING_COMMANDS:
         return _lightning(argv)
+    if argv and argv[0] in OWN_COMMANDS:
+        return _own(argv[0], argv[1:])
     parser = _build_parser()
     args = parser.parse_args(argv)
     return int(args.func(args))

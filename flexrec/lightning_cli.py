@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +36,93 @@ from flexrec.checkpoints import (
 from flexrec.errors import ConfigError
 from flexrec.module import FlexRecModule
 from flexrec.plugin.manager import load_plugins
-from flexrec.run_record import record_metrics, write_task_metrics
+from flexrec.run_record import (
+    RUN_RECORD,
+    record_metrics,
+    summary_lines,
+    task_metrics_file,
+    write_task_metrics,
+)
 
-__all__ = ["FlexRecCLI", "ValidationPoints"]
+__all__ = ["DESCRIPTIONS", "FlexRecCLI", "ValidationPoints", "quiet_known_noise"]
 
 _EVALUATED = {"fit": "val", "validate": "val", "test": "test"}
 """The split whose per-task metrics each recorded command leaves behind."""
+
+_COMMON = (
+    " Settings come from --config files (YAML) and dotted overrides (--model.lr=0.01,"
+    " --data.init_args.batch_size=64); --print_config prints the resolved configuration."
+)
+DESCRIPTIONS = {
+    "fit": "Train a policy, validating it on the way. At the end it prints the last validation's"
+    " metrics per need next to the references (oracle, random, popularity) and where the run"
+    " went: run folder, checkpoints, logs." + _COMMON,
+    "validate": "Evaluate a model on the validation tasks (--ckpt_path: a checkpoint of a fit) and"
+    " print its metrics per need next to the references." + _COMMON,
+    "test": "Evaluate a model on the test tasks (--ckpt_path: a checkpoint of a fit) and print its"
+    " metrics per need next to the references; --verbose=true also prints every logged value."
+    + _COMMON,
+    "predict": "Rank the test tasks of the dataset and return the rankings as item ids (see"
+    " `flexrec serve` to rank requests of your own)." + _COMMON,
+}
+"""The ``flexrec fit|validate|test|predict -h`` descriptions."""
+
+_DATA_GROUP = (
+    "The data module: data.class_path names it (flexrec.data.datamodule.FlexRecDataModule for the"
+    " datasets, flexrec.testing.synthetic.SyntheticDataModule for the synthetic task) and"
+    " data.init_args its settings; --data.help CLASS_PATH lists them"
+)
+
+_SUMMARY_COLUMNS = ("ndcg@5", "ndcg@10", "recall@10", "mrr@10")
+"""The metrics of the end-of-command summary (``eval_ks`` may change the cutoffs shown)."""
+
+
+class _DropMessages(logging.Filter):
+    """Drop the log records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, *prefixes: str) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(self.prefixes)
+
+
+_LIGHTNING_TIPS = _DropMessages("💡 Tip: For seamless cloud logging")
+
+
+def quiet_known_noise() -> None:
+    """Silence the messages of Lightning and torch that a flexrec user cannot act on, each by its
+    own text (every other warning still shows):
+
+    - "Found N module(s) in eval mode at the start of training": flexrec keeps its frozen
+      reference policies (and a pretrained model's dropout-free modules) in eval mode on purpose;
+    - "The dirpath has changed from ...": each command writes a new ``version_N`` run folder, so a
+      checkpoint is always read from another folder than the one the run writes to;
+    - "`isinstance(treespec, LeafSpec)` is deprecated": raised inside Lightning by torch >= 2.10
+      (Lightning's to fix);
+    - Lightning's tip advertising its cloud logger.
+    """
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start")
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from ")
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+    )
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if _LIGHTNING_TIPS not in logger.filters:
+            logger.addFilter(_LIGHTNING_TIPS)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists (what a YAML dump reads back as the same value)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
 
 
 class ValidationPoints(Callback):
@@ -118,6 +201,8 @@ class FlexRecCLI(LightningCLI):
     """
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        quiet_known_noise()
+        subcommands: dict[str, Any] = {k: {"description": v} for k, v in DESCRIPTIONS.items()}
         super().__init__(
             FlexRecModule,
             None,
@@ -125,16 +210,27 @@ class FlexRecCLI(LightningCLI):
             args=args,
             run=run,
             seed_everything_default=0,
-            parser_kwargs={"exit_on_error": False},
+            parser_kwargs={"exit_on_error": False, "prog": "flexrec", **subcommands},
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
         )
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> Any:
+        """LightningCLI's subcommand parser; ``validate`` and ``test`` print flexrec's summary
+        instead of Lightning's table of every logged value (``--verbose=true`` brings it back)."""
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand in ("validate", "test"):
+            parser.set_defaults(verbose=False)
+        return parser
 
     def add_arguments_to_parser(self, parser: Any) -> None:
         """Link the data module's facts into the model, so the policy is built up front."""
         parser.link_arguments(
             "data", "model.data_info", compute_fn=_info_dict, apply_on="instantiate"
         )
+        group = getattr(parser, "groups", {}).get("data")
+        if group is not None:  # LightningDataModule's docstring otherwise, cut mid-sentence
+            group.title = _DATA_GROUP
 
     def before_instantiate_classes(self) -> None:
         """Load the ``model.plugins`` modules (the data module's needs may come from them);
@@ -197,6 +293,9 @@ class FlexRecCLI(LightningCLI):
             )
         hparams = dict(checkpoint.get("hyper_parameters") or {})
         hparams.pop("_instantiator", None)
+        if isinstance(hparams.get("data_info"), dict):
+            # saved with tuples, which an untyped dict cannot dump and read back as they were
+            hparams["data_info"] = _plain(hparams["data_info"])
         if not hparams:
             return
         if "_class_path" in hparams:
@@ -228,6 +327,70 @@ class FlexRecCLI(LightningCLI):
         rows = self.model.task_metrics.get(_EVALUATED[subcommand])
         if rows and self.trainer.world_size == 1:
             write_task_metrics(Path(log_dir), _EVALUATED[subcommand], rows)
+        print("\n".join(self.summary(subcommand, metrics, Path(log_dir))), flush=True)
+
+    def summary(self, subcommand: str, metrics: dict[str, Any], log_dir: Path) -> list[str]:
+        """What ``fit``, ``validate`` and ``test`` print at the end: the evaluated split's main
+        metrics per need next to the references (:func:`flexrec.run_record.summary_lines`), then
+        the run folder, the checkpoints and the logs."""
+        split = _EVALUATED[subcommand]
+        hp = self.model.hparams
+        ks = sorted(hp.eval_ks)
+        columns = [*(f"ndcg@{k}" for k in ks), f"recall@{ks[-1]}", "mrr@10"]
+        info = hp.data_info or {}
+        tasks: dict[str, int] = {}
+        for row in self.model.task_metrics.get(split) or []:
+            if row.get("who") == "policy":
+                tasks[row["need"]] = tasks.get(row["need"], 0) + 1
+        table = summary_lines(metrics, split, hp.references, columns, info.get("needs"), tasks)
+        what = {"fit": "last validation", "validate": "validation", "test": "test"}[subcommand]
+        lines = [""]
+        if table:
+            steps = (
+                f" after {self.trainer.global_step:,} training steps" if subcommand == "fit" else ""
+            )
+            lines += [f"flexrec {subcommand}: {what} metrics{steps}", *table, ""]
+        else:
+            lines += [f"flexrec {subcommand}: no {what} ran", ""]
+        lines.append(f"run folder   {log_dir}")
+        lines += self._checkpoint_lines(subcommand)
+        lines += self._log_lines(log_dir)
+        written = [RUN_RECORD]
+        if task_metrics_file(log_dir, split).exists():
+            written.append(task_metrics_file(log_dir, split).name)
+        lines.append(f"record       {', '.join(written)} (in the run folder)")
+        return lines
+
+    def _checkpoint_lines(self, subcommand: str) -> list[str]:
+        if subcommand != "fit":
+            ckpt = self.trainer.ckpt_path
+            return [f"evaluated    {ckpt or 'the model as configured (no --ckpt_path)'}"]
+        callback: Any = self.trainer.checkpoint_callback
+        if callback is None or not getattr(callback, "best_model_path", ""):
+            return ["checkpoints  none written"]
+        best = callback.best_model_path
+        if getattr(callback, "monitor", None):
+            score = callback.best_model_score
+            shown = f"{float(score):.4f}" if score is not None else "?"
+            best_line = f"best: {best} ({callback.monitor} = {shown})"
+        else:
+            best_line = f"best: {best} (no metric monitored: the latest)"
+        lines = [f"checkpoints  {best_line}"]
+        last = getattr(callback, "last_model_path", "")
+        if last:
+            lines.append(f"             last: {last}")
+        return lines
+
+    def _log_lines(self, log_dir: Path) -> list[str]:
+        from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+        lines = []
+        for logger in self.trainer.loggers:
+            if isinstance(logger, CSVLogger):
+                lines.append(f"{Path(logger.log_dir) / 'metrics.csv'} (CSV)")
+            elif isinstance(logger, TensorBoardLogger):
+                lines.append(f"tensorboard --logdir {logger.root_dir} (TensorBoard)")
+        return [f"{'logs' if i == 0 else ''}".ljust(13) + line for i, line in enumerate(lines)]
 
     def after_fit(self) -> None:
         """Record the run after ``fit``."""

@@ -37,6 +37,7 @@ __all__ = [
     "provenance",
     "read_task_metrics",
     "record_metrics",
+    "summary_lines",
     "task_metrics_file",
     "write_json_atomic",
     "write_task_metrics",
@@ -189,3 +190,71 @@ def record_metrics(
     record.setdefault("metrics", {})[subcommand] = dict(sorted(metrics.items()))
     write_json_atomic(path, record)
     return path
+
+
+def summary_lines(
+    metrics: Mapping[str, float],
+    split: str,
+    references: Sequence[str],
+    columns: Sequence[str],
+    needs: Sequence[str] | None = None,
+    tasks: Mapping[str, int] | None = None,
+) -> list[str]:
+    """A compact table of an evaluation: per need, the policy's main metrics next to the
+    references'.
+
+    Args:
+        metrics: logged values by key (``{split}/{metric}/{need}`` for the policy,
+            ``{split}_{reference}/{metric}/{need}`` for a reference, ``:`` written ``_``).
+        split: ``val`` or ``test``.
+        references: reference names (``oracle``, ``random``, ``feature:popularity``), shown by
+            their last part (``popularity``).
+        columns: metrics to show (those never logged are left out).
+        needs: the needs in the order to show (default: those logged, sorted).
+        tasks: per need, the number of tasks evaluated (shown when given).
+
+    Returns:
+        The lines, or no line when nothing of the split was logged.
+
+    Examples:
+        >>> values = {"val/ndcg@5/a": 0.61, "val_oracle/ndcg@5/a": 1.0, "val_feature_popularity/ndcg@5/a": 0.5}
+        >>> for line in summary_lines(values, "val", ["oracle", "feature:popularity"], ["ndcg@5"]):
+        ...     print(line)
+        need a        ndcg@5
+          policy       0.610
+          oracle       1.000
+          popularity   0.500
+    """
+    logged = sorted(
+        {
+            key.split("/", 2)[2]
+            for key in metrics
+            if key.startswith(f"{split}/") and key.count("/") == 2
+        }
+    )
+    needs = [n for n in (needs or logged) if n in logged]
+    shown = [c for c in columns if any(f"{split}/{c}/{n}" in metrics for n in needs)]
+    if not needs or not shown:
+        return []
+    rankers = [("policy", split)] + [
+        (name.split(":")[-1], f"{split}_{name.replace(':', '_')}") for name in references
+    ]
+    heads = [
+        f"need {need}" + (f" ({tasks[need]:,} tasks)" if tasks and need in tasks else "")
+        for need in needs
+    ]
+    width = max(len(h) for h in heads + [f"  {label}" for label, _ in rankers]) + 2
+    widths = [max(len(c), 6) for c in shown]
+    lines = []
+    for need, head in zip(needs, heads, strict=True):
+        lines.append(
+            head.ljust(width) + "  ".join(c.rjust(w) for c, w in zip(shown, widths, strict=True))
+        )
+        for label, prefix in rankers:
+            cells = []
+            for column, w in zip(shown, widths, strict=True):
+                value = metrics.get(f"{prefix}/{column}/{need}")
+                text = "-" if value is None or math.isnan(float(value)) else f"{float(value):.3f}"
+                cells.append(text.rjust(w))
+            lines.append(f"  {label}".ljust(width) + "  ".join(cells))
+    return lines

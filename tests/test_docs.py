@@ -95,11 +95,11 @@ def _same_training_state(got: dict, want: dict) -> None:
 
 @pytest.mark.slow
 def test_resuming_a_run_works_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Runs the commands of getting-started.md's "Resuming a run" from a copy of the configs:
+    """Runs the commands of running.md's "Resuming a run" from a copy of the configs:
     two epochs, resumed to four, equal bit for bit to an uninterrupted four-epoch fit; every run
     file the section names exists; a resume with another ``--model.lr`` trains with the
     checkpoint's."""
-    section = _section(DOCS / "getting-started.md", "Resuming a run")
+    section = _section(DOCS / "running.md", "Resuming a run")
     blocks = [body for lang, body in FENCE.findall(section) if lang == "bash"]
     assert len(blocks) == 2
     (fit, resume), (other_lr,) = _commands(blocks[0]), _commands(blocks[1])

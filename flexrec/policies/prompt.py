@@ -21,6 +21,9 @@ __all__ = [
     "DEFAULT_CANDIDATE_TEMPLATE",
     "DEFAULT_IDENTIFIERS",
     "DEFAULT_SYSTEM_PROMPT",
+    "EMPTY_HISTORY",
+    "HISTORY_LINE",
+    "USER_MESSAGE",
     "build_messages",
     "candidate_template",
     "encode_prompts",
@@ -36,6 +39,18 @@ DEFAULT_SYSTEM_PROMPT = (
     "by writing their letters."
 )
 
+
+USER_MESSAGE = (
+    "{instruction}\n\nMy recent history:\n{history}\n\nCandidates:\n{candidates}\n\n"
+    "Answer with all {count} letters in order, best first."
+)
+"""The user message of a task's prompt (:func:`build_messages`): ``{history}`` is one
+:data:`HISTORY_LINE` per history item (oldest first) or :data:`EMPTY_HISTORY`, ``{candidates}``
+one candidate line per candidate (the candidate template), ``{count}`` the number of candidates."""
+HISTORY_LINE = "- {text}"
+"""A history line of the user message."""
+EMPTY_HISTORY = "- (none)"
+"""The history block of a user without history."""
 
 DEFAULT_CANDIDATE_TEMPLATE = "[{label}] {text}"
 #: Named candidate-line templates. ``{label}`` is the stripped identifier (``"C"``),
@@ -182,15 +197,14 @@ def build_messages(
     Returns:
         A list of ``{"role", "content"}`` dicts.
     """
-    history = "\n".join(f"- {h}" for h in history_text) or "- (none)"
+    history = "\n".join(HISTORY_LINE.format(text=h) for h in history_text) or EMPTY_HISTORY
     idents = list(identifiers) if identifiers is not None else [f" {lab}" for lab in labels]
     candidates = "\n".join(
         template.format(label=lab, identifier=ident, text=c)
         for lab, ident, c in zip(labels, idents, candidate_text, strict=True)
     )
-    user = (
-        f"{instruction}\n\nMy recent history:\n{history}\n\nCandidates:\n{candidates}\n\n"
-        f"Answer with all {len(labels)} letters in order, best first."
+    user = USER_MESSAGE.format(
+        instruction=instruction, history=history, candidates=candidates, count=len(labels)
     )
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
     return [*messages, {"role": "user", "content": user}]
