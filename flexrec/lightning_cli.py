@@ -3,7 +3,9 @@
 :class:`FlexRecCLI` wires :class:`~flexrec.module.FlexRecModule` to any data module, adds flexrec's
 defaults (CSV + TensorBoard loggers, a last-checkpoint link, a rich progress bar) and writes the run
 record (:mod:`flexrec.run_record`) into the run directory after ``fit``, ``validate`` and ``test``,
-with the per-task metrics of the split evaluated (``tasks_val.csv``, ``tasks_test.csv``).
+with the per-task metrics of the split evaluated (``tasks_val.csv``, ``tasks_test.csv``), and
+prints a summary: the split's main metrics per need next to the references, and the paths of the
+run folder, the checkpoints, the logs and the record (:meth:`FlexRecCLI.summary`).
 :class:`ValidationPoints` spreads validation over a fit (learning curves; ``flexrec-bench`` adds it).
 
 Checkpoints are written atomically (:class:`~flexrec.checkpoints.AtomicCheckpointIO`). A
@@ -72,9 +74,6 @@ _DATA_GROUP = (
     " datasets, flexrec.testing.synthetic.SyntheticDataModule for the synthetic task) and"
     " data.init_args its settings; --data.help CLASS_PATH lists them"
 )
-
-_SUMMARY_COLUMNS = ("ndcg@5", "ndcg@10", "recall@10", "mrr@10")
-"""The metrics of the end-of-command summary (``eval_ks`` may change the cutoffs shown)."""
 
 
 class _DropMessages(logging.Filter):
@@ -351,7 +350,7 @@ class FlexRecCLI(LightningCLI):
             )
             lines += [f"flexrec {subcommand}: {what} metrics{steps}", *table, ""]
         else:
-            lines += [f"flexrec {subcommand}: no {what} ran", ""]
+            lines += [f"flexrec {subcommand}: no {split} metrics were logged", ""]
         lines.append(f"run folder   {log_dir}")
         lines += self._checkpoint_lines(subcommand)
         lines += self._log_lines(log_dir)
