@@ -65,8 +65,6 @@ def ray_session() -> Iterator[Any]:
                 ray.init(address="auto", **options)
             except ConnectionError:  # no running instance: a local one for this grid
                 ray.init(include_dashboard=False, **options)
-    except ConfigError:
-        raise
     except Exception as exc:
         where = address or "a local instance"
         raise ConfigError(f"cannot connect to Ray ({where}): {' '.join(str(exc).split())}") from exc

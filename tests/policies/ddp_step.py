@@ -53,6 +53,22 @@ def sample_per_task(policy: Any) -> None:
     policy.sample = per_task
 
 
+def one_step_trainer(**settings: Any) -> Any:
+    """A Lightning trainer for one optimiser step, without validation, logging or checkpoints."""
+    import lightning as L
+
+    return L.Trainer(
+        max_steps=1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **settings,
+    )
+
+
 def one_step(model: str, config: str, world_size: int = 1) -> dict[str, dict[str, torch.Tensor]]:
     """One optimiser step of FlexRec RL on the first :data:`TASKS` synthetic tasks.
 
@@ -92,17 +108,8 @@ def one_step(model: str, config: str, world_size: int = 1) -> dict[str, dict[str
     module.configure_optimizers = lambda: torch.optim.SGD(
         module.policy.trainable_parameters(), lr=0.1
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=world_size,
-        strategy="ddp" if world_size > 1 else "auto",
-        max_steps=1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+    trainer = one_step_trainer(
+        accelerator="cpu", devices=world_size, strategy="ddp" if world_size > 1 else "auto"
     )
     trainer.fit(module, data)
     assert module.tasks_seen == TASKS // world_size

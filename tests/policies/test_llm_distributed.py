@@ -23,7 +23,7 @@ from flexrec.module import FlexRecModule
 from flexrec.testing.batches import make_batch
 from flexrec.testing.synthetic import SyntheticDataModule
 
-from .ddp_step import CONFIGS, one_step
+from .ddp_step import CONFIGS, one_step, one_step_trainer
 
 REPO = Path(__file__).resolve().parents[2]
 HELPER = Path(__file__).with_name("ddp_step.py")
@@ -88,18 +88,7 @@ def _fit_one_step(
     L.seed_everything(0, verbose=False)
     data = SyntheticDataModule(num_train=2, num_val=2, num_candidates=5, batch_size=2)
     module = FlexRecModule(policy={"name": "llm", "args": policy_args}, group_size=3, **module_args)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        precision=precision,
-        max_steps=1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = one_step_trainer(accelerator="cpu", devices=1, precision=precision)
     trainer.fit(module, data)
     return module
 

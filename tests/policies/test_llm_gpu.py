@@ -29,6 +29,8 @@ from flexrec.testing.batches import make_batch
 from flexrec.testing.synthetic import SyntheticDataModule
 from flexrec.types import RankingBatch, Rollout
 
+from .ddp_step import one_step_trainer
+
 DEVICE = torch.device(os.environ.get("FLEXREC_GPU_TEST_DEVICE", "cuda"))
 
 pytestmark = [
@@ -131,17 +133,8 @@ def _train_step(tiny_llm_path: Path, config: str, device: torch.device, precisio
         data_info=asdict(data.info),
     )
     _fixed_rollouts(module.policy)
-    trainer = L.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=1,
-        precision=precision,  # type: ignore[arg-type]
-        max_steps=1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+    trainer = one_step_trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=precision
     )
     trainer.fit(module, data)
     named = [(n, p) for n, p in module.policy.named_parameters() if p.requires_grad]
